@@ -1,0 +1,111 @@
+"""Pilothouse settings: environment variables, an optional YAML file, defaults.
+
+pydantic-settings does the loading. Precedence, highest first: explicit
+arguments, ``PILOTHOUSE_*`` environment variables, the YAML file named by
+``PILOTHOUSE_CONFIG`` (default ``<config dir>/config.yaml``), then defaults.
+Directories default to the user's XDG directories (platformdirs).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+APP_NAME = "pilothouse"
+DEFAULT_KUBERNETES_VERSION = "1.36.3"
+
+
+def default_config_file() -> Path:
+    explicit = os.environ.get("PILOTHOUSE_CONFIG")
+    if explicit:
+        return Path(explicit)
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "config.yaml"
+
+
+class Settings(BaseSettings):
+    """Everything a Pilothouse process can be configured with."""
+
+    model_config = SettingsConfigDict(env_prefix="PILOTHOUSE_", extra="forbid")
+
+    data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir(APP_NAME)))
+    cache_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_cache_dir(APP_NAME)))
+    config_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_config_dir(APP_NAME)))
+    database_url: str = ""
+    secret_key_file: Path | None = None
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8787, ge=0, le=65535)
+    kubernetes_version: str = DEFAULT_KUBERNETES_VERSION
+    release_base_url: str = "https://dl.k8s.io/release"
+    haproxy_binary: str = "haproxy"
+    reconcile_interval_seconds: float = Field(default=10.0, gt=0)
+    log_level: str = "INFO"
+
+    @field_validator("api_host")
+    @classmethod
+    def _loopback_default_is_explicit(cls, value: str) -> str:
+        if not value:
+            raise ValueError("api_host must not be empty")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_source = YamlConfigSettingsSource(settings_cls, yaml_file=default_config_file())
+        return (init_settings, env_settings, yaml_source)
+
+    @cached_property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'pilothouse.db'}"
+
+    @cached_property
+    def effective_secret_key_file(self) -> Path:
+        return self.secret_key_file or self.config_dir / "secret.key"
+
+    @property
+    def clusters_dir(self) -> Path:
+        """Where local clusters keep their PKI, etcd data, logs and pid files."""
+        return self.data_dir / "clusters"
+
+    @property
+    def binaries_dir(self) -> Path:
+        """Kubernetes binaries, one directory per version (``<cache>/binaries/v1.36.3``)."""
+        return self.cache_dir / "binaries"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.api_host}:{self.api_port}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Load settings; raise ``InvalidInput`` with the offending field on a bad value."""
+    from pydantic import ValidationError
+
+    from pilothouse import errors
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        raise errors.InvalidInput(
+            f"invalid Pilothouse settings: {problems}",
+            hint=f"fix the PILOTHOUSE_* environment variables or {default_config_file()}",
+        ) from None

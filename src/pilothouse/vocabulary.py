@@ -1,0 +1,70 @@
+"""Shared vocabulary: closed sets of names used across Pilothouse.
+
+A leaf module: it imports nothing from Pilothouse, so every layer may use it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+FIELD_MANAGER = "pilothouse"
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+KWOK_NODE_ANNOTATION_VALUE = "fake"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+
+
+class ProviderKind(StrEnum):
+    """How a cluster came to Pilothouse."""
+
+    LOCAL = "local"
+    IMPORT = "import"
+
+
+class ClusterPhase(StrEnum):
+    """Observed lifecycle phase of a cluster record."""
+
+    PROVISIONING = "Provisioning"
+    RUNNING = "Running"
+    STOPPED = "Stopped"
+    FAILED = "Failed"
+    DELETING = "Deleting"
+
+    @property
+    def settled(self) -> bool:
+        return self in (ClusterPhase.RUNNING, ClusterPhase.STOPPED, ClusterPhase.FAILED)
+
+
+class DesiredState(StrEnum):
+    """What the user asked a local cluster to be; reconcilers converge to it."""
+
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+class Component(StrEnum):
+    """Processes a local cluster runs. The value is the binary's file name."""
+
+    ETCD = "etcd"
+    KUBE_APISERVER = "kube-apiserver"
+    KUBE_CONTROLLER_MANAGER = "kube-controller-manager"
+    KUBE_SCHEDULER = "kube-scheduler"
+    KWOK = "kwok"
+    HAPROXY = "haproxy"
+
+    @property
+    def from_kubernetes_release(self) -> bool:
+        return self in (
+            Component.KUBE_APISERVER,
+            Component.KUBE_CONTROLLER_MANAGER,
+            Component.KUBE_SCHEDULER,
+        )
+
+
+#: Components Pilothouse installs into its binary cache (HAProxy comes from Debian).
+CACHED_COMPONENTS: tuple[Component, ...] = (
+    Component.ETCD,
+    Component.KUBE_APISERVER,
+    Component.KUBE_CONTROLLER_MANAGER,
+    Component.KUBE_SCHEDULER,
+    Component.KWOK,
+)
