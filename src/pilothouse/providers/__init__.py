@@ -1,0 +1,1 @@
+"""Cluster providers: how Pilothouse brings a cluster into existence (local processes, import)."""

@@ -1,0 +1,1 @@
+"""The local provider: real control-plane processes (etcd, kube-apiserver, ...) on this machine."""
