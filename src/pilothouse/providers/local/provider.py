@@ -1,0 +1,339 @@
+"""The ``local`` provider: real Kubernetes control planes as processes on this machine.
+
+A cluster is etcd (1 or 3 members), kube-apiserver (1 or 3, behind Debian's
+HAProxy when 3), kube-controller-manager and kube-scheduler per control
+plane, and the kwok controller playing the kubelet of N simulated nodes.
+Every step is idempotent and its effects are recorded through ``persist``
+as soon as they happen (ports, PKI, process records), so an interrupted
+create or start resumes where it stopped and never starts a second copy of
+a running process. ``topology`` decides what runs; this module makes it so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import structlog
+
+from pilothouse import errors
+from pilothouse.binaries.cache import BinaryCache
+from pilothouse.kube import client as kube_client
+from pilothouse.kube import nodes as kube_nodes
+from pilothouse.kube.credentials import ClusterCredentials
+from pilothouse.progress import ProgressEvent, ProgressSink, discard
+from pilothouse.providers.local import config_files, haproxy, pki, ports, supervisor, topology
+from pilothouse.providers.local.layout import ClusterLayout
+from pilothouse.vocabulary import CACHED_COMPONENTS
+
+log = structlog.get_logger(__name__)
+
+WAVE_NAMES = {
+    topology.StartWave.ETCD: "etcd",
+    topology.StartWave.APISERVER: "API servers",
+    topology.StartWave.LOAD_BALANCER: "load balancer",
+    topology.StartWave.CONTROLLERS: "controllers and kwok",
+}
+
+
+@dataclass
+class LocalRuntime:
+    """What exists of a local cluster on this machine (persisted in the cluster record)."""
+
+    root: str
+    ports: topology.PortPlan
+    processes: dict[str, supervisor.ProcessRecord] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "root": self.root,
+            "ports": self.ports.to_dict(),
+            "processes": {name: rec.to_dict() for name, rec in self.processes.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LocalRuntime:
+        return cls(
+            root=str(data["root"]),
+            ports=topology.PortPlan.from_dict(data["ports"]),
+            processes={
+                name: supervisor.ProcessRecord.from_dict(rec)
+                for name, rec in dict(data.get("processes", {})).items()
+            },
+        )
+
+    @property
+    def layout(self) -> ClusterLayout:
+        return ClusterLayout(Path(self.root))
+
+
+Persist = Callable[[LocalRuntime], None]
+
+
+def plan_ports(spec: topology.LocalClusterSpec, *, api_port: int | None = None) -> topology.PortPlan:
+    """Allocate every port the cluster needs; ``api_port`` is the user's choice for the client endpoint."""
+    allocator = ports.PortAllocator()
+    cps = spec.control_planes
+    hosts = [topology.member_host(i, cps) for i in range(cps)]
+    members = spec.control_planes
+    lb: int | None = None
+    if spec.ha:
+        lb = allocator.claim(api_port) if api_port is not None else allocator.allocate()
+        apiserver = allocator.allocate(hosts)
+    else:
+        apiserver = allocator.claim(api_port) if api_port is not None else allocator.allocate()
+    return topology.PortPlan(
+        apiserver=apiserver,
+        etcd_client=tuple(allocator.allocate() for _ in range(members)),
+        etcd_peer=tuple(allocator.allocate() for _ in range(members)),
+        etcd_metrics=tuple(allocator.allocate() for _ in range(members)),
+        controller_manager=tuple(allocator.allocate([hosts[i]]) for i in range(cps)),
+        scheduler=tuple(allocator.allocate([hosts[i]]) for i in range(cps)),
+        kwok=allocator.allocate(),
+        load_balancer=lb,
+    )
+
+
+class LocalProvider:
+    """Creates, starts, stops and deletes local clusters."""
+
+    def __init__(self, *, clusters_dir: Path, binaries: BinaryCache, haproxy_binary: str = "haproxy") -> None:
+        self.clusters_dir = clusters_dir
+        self.binaries = binaries
+        self.haproxy_binary = haproxy_binary
+
+    # ----- planning -------------------------------------------------------------------------
+
+    def plan(self, spec: topology.LocalClusterSpec, runtime: LocalRuntime) -> list[topology.ProcessSpec]:
+        paths = self.binaries.require(spec.kubernetes_version, CACHED_COMPONENTS)
+        if spec.ha and shutil.which(self.haproxy_binary) is None:
+            raise errors.BinaryError(
+                f"HAProxy ({self.haproxy_binary}) is not installed; HA clusters need it as their load balancer",
+                hint="install Debian's package: apt-get install haproxy",
+            )
+        return topology.plan_processes(
+            spec, runtime.ports, runtime.layout, paths, haproxy=self.haproxy_binary
+        )
+
+    def new_runtime(self, spec: topology.LocalClusterSpec, *, api_port: int | None = None) -> LocalRuntime:
+        root = self.clusters_dir / spec.name
+        if root.exists():
+            raise errors.AlreadyExists(
+                f"the directory {root} of a local cluster named {spec.name!r} already exists",
+                hint=f"delete the leftover directory or choose another name (`rm -r {root}`)",
+            )
+        return LocalRuntime(root=str(root), ports=plan_ports(spec, api_port=api_port))
+
+    # ----- files ----------------------------------------------------------------------------
+
+    def _write_files(self, spec: topology.LocalClusterSpec, runtime: LocalRuntime) -> None:
+        layout = runtime.layout
+        layout.create()
+        cps = spec.control_planes
+        if not (layout.pki / "ca.crt").exists():
+            hosts = tuple(topology.member_host(i, cps) for i in range(cps))
+            request = pki.ClusterPKIRequest(
+                cluster_name=spec.name,
+                etcd_members=spec.control_planes,
+                apiserver_count=cps,
+                service_cluster_ip=topology.SERVICE_CLUSTER_IP,
+                extra_sans=hosts,
+            )
+            pki.write_pki(pki.plan_cluster_pki(request, now=datetime.now(UTC)), layout.pki)
+        ca_pem = (layout.pki / "ca.crt").read_bytes()
+
+        def kubeconfig(user_file: str, cert: str, server: str) -> None:
+            pair = ((layout.pki / f"{cert}.crt").read_bytes(), (layout.pki / f"{cert}.key").read_bytes())
+            document = pki.kubeconfig_for(
+                cluster_name=spec.name, server=server, ca_pem=ca_pem, client=pair, user=cert
+            )
+            config_files.write_file(layout.kubeconfig(user_file), _yaml(document))
+
+        for i in range(cps):
+            local = f"https://{topology.member_host(i, cps)}:{runtime.ports.apiserver}"
+            kubeconfig(f"controller-manager-{i}", "controller-manager", local)
+            kubeconfig(f"scheduler-{i}", "scheduler", local)
+        endpoint = topology.api_server_url(spec, runtime.ports)
+        kubeconfig("kwok", "kwok", endpoint)
+        kubeconfig("admin", "admin", endpoint)
+        config_files.write_file(layout.audit_policy, config_files.render_audit_policy(), mode=0o644)
+        if not layout.encryption_config.exists():
+            config_files.write_file(
+                layout.encryption_config, config_files.render_encryption_config(os.urandom(32))
+            )
+        config_files.write_file(layout.kwok_config, config_files.kwok_stages(), mode=0o644)
+        if runtime.ports.load_balancer is not None:
+            backends = [(topology.member_host(i, cps), runtime.ports.apiserver) for i in range(cps)]
+            text = haproxy.render_config(
+                cluster=spec.name,
+                listen_port=runtime.ports.load_balancer,
+                backends=backends,
+                admin_socket=layout.haproxy_socket,
+            )
+            config_files.write_file(layout.haproxy_config, text, mode=0o644)
+
+    def admin_credentials(self, spec: topology.LocalClusterSpec, runtime: LocalRuntime) -> ClusterCredentials:
+        pki_dir = runtime.layout.pki
+        return ClusterCredentials(
+            server=topology.api_server_url(spec, runtime.ports),
+            context=spec.name,
+            ca_pem=(pki_dir / "ca.crt").read_bytes(),
+            client_cert_pem=(pki_dir / "admin.crt").read_bytes(),
+            client_key_pem=(pki_dir / "admin.key").read_bytes(),
+        )
+
+    # ----- processes ------------------------------------------------------------------------
+
+    def process_states(self, runtime: LocalRuntime) -> dict[str, bool]:
+        return {name: supervisor.is_running(rec) for name, rec in runtime.processes.items()}
+
+    async def _wait_ready(
+        self, process: topology.ProcessSpec, runtime: LocalRuntime, *, timeout: float
+    ) -> None:
+        probe = process.probe
+        verify: Any = str(probe.ca_file) if probe.ca_file else False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        last = "no answer"
+        async with httpx.AsyncClient(verify=verify, timeout=2.0, trust_env=False) as http:
+            while loop.time() < deadline:
+                record = runtime.processes.get(process.name)
+                if record is None or not supervisor.is_running(record):
+                    raise errors.ProcessFailed(
+                        f"{process.name} exited during start-up: {_tail(runtime.layout.log_file(process.name))}",
+                        hint=f"read {runtime.layout.log_file(process.name)}",
+                        process=process.name,
+                    )
+                try:
+                    response = await http.get(probe.url)
+                    if response.status_code == 200:
+                        return
+                    last = f"HTTP {response.status_code}"
+                except httpx.HTTPError as exc:
+                    last = type(exc).__name__
+                await asyncio.sleep(0.25)
+        raise errors.ProcessFailed(
+            f"{process.name} did not become ready within {timeout:.0f}s ({probe.url}: {last})",
+            hint=f"read {runtime.layout.log_file(process.name)}",
+            process=process.name,
+        )
+
+    async def start(
+        self,
+        spec: topology.LocalClusterSpec,
+        runtime: LocalRuntime,
+        *,
+        persist: Persist,
+        progress: ProgressSink = discard,
+        wave_timeout: float = 120.0,
+        nodes_timeout: float = 180.0,
+    ) -> None:
+        """Bring every process up (wave by wave) and the simulated nodes to Ready. Idempotent."""
+        plan = self.plan(spec, runtime)
+        self._write_files(spec, runtime)
+        not_running = [p for p in plan if not _running(runtime, p.name)]
+        ports.check_free(pair for process in not_running for pair in process.listens)
+        waves = sorted({p.wave for p in plan})
+        for wave in waves:
+            members = [p for p in plan if p.wave == wave]
+            progress(ProgressEvent("processes", f"starting {WAVE_NAMES[wave]}", int(wave), len(waves)))
+            for process in members:
+                if not _running(runtime, process.name):
+                    runtime.processes[process.name] = supervisor.start(
+                        process.name,
+                        process.argv,
+                        log_file=runtime.layout.log_file(process.name),
+                        cwd=runtime.layout.root,
+                        env=process.env,
+                    )
+                    persist(runtime)
+            await asyncio.gather(*(self._wait_ready(p, runtime, timeout=wave_timeout) for p in members))
+        progress(ProgressEvent("processes", "control plane ready", len(waves), len(waves)))
+        creds = self.admin_credentials(spec, runtime)
+        try:
+            async with kube_client.open_client(creds, timeout=30.0) as client:
+                await kube_nodes.ensure_simulated_nodes(
+                    client, spec.nodes, kubelet_version=f"v{spec.kubernetes_version}"
+                )
+                deadline = asyncio.get_running_loop().time() + nodes_timeout
+                ready = await kube_nodes.wait_ready(
+                    client,
+                    spec.nodes,
+                    deadline=deadline,
+                    on_progress=lambda done, total: progress(
+                        ProgressEvent("nodes", "simulated nodes Ready", done, total)
+                    ),
+                )
+        except errors.PilothouseError:
+            raise
+        except Exception as exc:
+            raise kube_client.translate(exc, creds) from None
+        if ready < spec.nodes:
+            raise errors.ProcessFailed(
+                f"only {ready} of {spec.nodes} simulated nodes became Ready within {nodes_timeout:.0f}s",
+                hint=f"read {runtime.layout.log_file('kwok')}",
+            )
+
+    def stop(self, spec: topology.LocalClusterSpec, runtime: LocalRuntime, *, persist: Persist) -> None:
+        """Stop every process, controllers first and etcd last. Idempotent."""
+        order = [p.name for p in reversed(_plan_or_recorded(self, spec, runtime))]
+        order += [name for name in runtime.processes if name not in order]
+        for name in order:
+            record = runtime.processes.get(name)
+            if record is None:
+                continue
+            supervisor.stop(name, record)
+            del runtime.processes[name]
+            persist(runtime)
+
+    def kill(self, runtime: LocalRuntime, process: str) -> None:
+        """SIGKILL one process of the cluster (failure drills and tests)."""
+        record = runtime.processes.get(process)
+        if record is None:
+            raise errors.NotFound(
+                f"no process {process!r} in this cluster",
+                hint=f"known: {', '.join(sorted(runtime.processes))}",
+            )
+        supervisor.kill(record)
+
+    def delete(self, spec: topology.LocalClusterSpec, runtime: LocalRuntime, *, persist: Persist) -> None:
+        """Stop everything and remove the cluster's directory."""
+        self.stop(spec, runtime, persist=persist)
+        root = Path(runtime.root)
+        if root.exists() and root.parent == self.clusters_dir:
+            shutil.rmtree(root)
+
+
+def _plan_or_recorded(
+    provider: LocalProvider, spec: topology.LocalClusterSpec, runtime: LocalRuntime
+) -> list[topology.ProcessSpec]:
+    try:
+        return provider.plan(spec, runtime)
+    except errors.BinaryError:
+        return []  # binaries gone: stop what is recorded, in any order
+
+
+def _running(runtime: LocalRuntime, name: str) -> bool:
+    record = runtime.processes.get(name)
+    return record is not None and supervisor.is_running(record)
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(text[-lines:])[-800:]
+
+
+def _yaml(document: object) -> str:
+    import yaml
+
+    return yaml.safe_dump(document, sort_keys=False)
