@@ -37,8 +37,12 @@ MANIFEST_NAME = "manifest.json"
 _VERSION_DIR_RE = re.compile(r"^v\d+\.\d+\.\d+$")
 
 
-def install_hint(version: str) -> str:
-    return f"run `pilothouse binaries install --version {version} --from-source`"
+def install_hint(version: str, *, force: bool = False) -> str:
+    """What to tell a user whose cache lacks ``version`` (or a binary of it)."""
+    if version not in catalog.SUPPORTED:
+        return f"this Pilothouse supports Kubernetes {', '.join(catalog.supported_versions())}"
+    extra = " --force" if force else ""
+    return f"run `pilothouse binaries install --version {version} --from-source{extra}`"
 
 
 class BinaryCache:
@@ -121,7 +125,7 @@ class BinaryCache:
         if missing:
             raise errors.BinaryError(
                 f"the v{ver} binary cache in {self.version_dir(ver)} is missing {', '.join(missing)}",
-                hint=install_hint(ver).replace("--from-source", "--from-source --force"),
+                hint=install_hint(ver, force=True),
                 version=ver,
                 missing=",".join(missing),
             )

@@ -31,7 +31,7 @@ from pilothouse.kube.credentials import ClusterCredentials
 from pilothouse.progress import ProgressEvent, ProgressSink, discard
 from pilothouse.providers.local import config_files, haproxy, pki, ports, supervisor, topology
 from pilothouse.providers.local.layout import ClusterLayout
-from pilothouse.vocabulary import CACHED_COMPONENTS
+from pilothouse.vocabulary import CACHED_COMPONENTS, Component
 
 log = structlog.get_logger(__name__)
 
@@ -74,7 +74,7 @@ class LocalRuntime:
         return ClusterLayout(Path(self.root))
 
 
-Persist = Callable[[LocalRuntime], None]
+Persist = Callable[[LocalRuntime], object]
 
 
 def plan_ports(spec: topology.LocalClusterSpec, *, api_port: int | None = None) -> topology.PortPlan:
@@ -111,13 +111,18 @@ class LocalProvider:
 
     # ----- planning -------------------------------------------------------------------------
 
-    def plan(self, spec: topology.LocalClusterSpec, runtime: LocalRuntime) -> list[topology.ProcessSpec]:
+    def check_prerequisites(self, spec: topology.LocalClusterSpec) -> dict[Component, Path]:
+        """The binaries the cluster needs; ``BinaryError`` naming what is missing."""
         paths = self.binaries.require(spec.kubernetes_version, CACHED_COMPONENTS)
         if spec.ha and shutil.which(self.haproxy_binary) is None:
             raise errors.BinaryError(
                 f"HAProxy ({self.haproxy_binary}) is not installed; HA clusters need it as their load balancer",
                 hint="install Debian's package: apt-get install haproxy",
             )
+        return paths
+
+    def plan(self, spec: topology.LocalClusterSpec, runtime: LocalRuntime) -> list[topology.ProcessSpec]:
+        paths = self.check_prerequisites(spec)
         return topology.plan_processes(
             spec, runtime.ports, runtime.layout, paths, haproxy=self.haproxy_binary
         )

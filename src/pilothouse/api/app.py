@@ -1,0 +1,61 @@
+"""The FastAPI application: routers, error mapping, and the reconcile loop's lifetime."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI
+
+from pilothouse import __version__
+from pilothouse.api import clusters, errors
+from pilothouse.api.auth import Principal, authenticate
+from pilothouse.platform import Platform
+from pilothouse.reconcile.loop import run_reconcilers
+
+Background = Callable[[], Coroutine[Any, Any, Any]]
+
+
+def create_app(
+    platform: Platform, *, reconcile: bool = True, background: Sequence[Background] = ()
+) -> FastAPI:
+    """The API app. ``background`` operations start with the server and are cancelled with it."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.tasks = {asyncio.create_task(start()) for start in background}
+        loop_task = asyncio.create_task(run_reconcilers(platform)) if reconcile else None
+        try:
+            yield
+        finally:
+            if loop_task is not None:
+                loop_task.cancel()
+            pending: set[asyncio.Task[Any]] = app.state.tasks
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, *([loop_task] if loop_task else []), return_exceptions=True)
+
+    app = FastAPI(
+        title="Pilothouse",
+        version=__version__,
+        description="Self-hosted managed-Kubernetes control plane. Every route needs `Authorization: Bearer <token>`.",
+        lifespan=lifespan,
+    )
+    app.state.platform = platform
+    app.state.tasks = set()
+    errors.install(app)
+    app.include_router(clusters.router)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """Liveness of the Pilothouse server itself (no data; open for load balancers)."""
+        return {"status": "ok"}
+
+    @app.get("/api/v1/whoami", tags=["identity"])
+    def whoami(principal: Annotated[Principal, Depends(authenticate)]) -> dict[str, Any]:
+        """The caller's identity and roles."""
+        return {"name": principal.name, "roles": list(principal.roles)}
+
+    return app

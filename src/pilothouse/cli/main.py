@@ -1,0 +1,29 @@
+"""The ``pilothouse`` command (Typer): one sub-app per command group."""
+
+from __future__ import annotations
+
+import typer
+
+from pilothouse import __version__
+from pilothouse.cli import binaries, cluster, token, up
+
+app = typer.Typer(
+    name="pilothouse",
+    help="Pilothouse: a self-hosted managed-Kubernetes control plane.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(cluster.app)
+app.add_typer(binaries.app)
+app.add_typer(token.app)
+app.command("up")(up.up)
+
+
+@app.command("version")
+def version() -> None:
+    """Print Pilothouse's version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    app()

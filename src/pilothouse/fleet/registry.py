@@ -1,0 +1,319 @@
+"""The cluster registry: create, import, list, start, stop and delete clusters.
+
+The one service both the CLI and the REST API call. It validates requests,
+keeps the store and the real clusters consistent, and cleans up after itself:
+a failed create leaves no record, process, port or directory behind, and a
+rejected request changes nothing that was stored. Local cluster records are
+updated as each step takes effect, so ``reconcile_local`` can finish work a
+crashed Pilothouse left half-done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import structlog
+
+from pilothouse import errors
+from pilothouse.binaries import catalog
+from pilothouse.binaries.cache import BinaryCache
+from pilothouse.fleet import requests
+from pilothouse.kube import client as kube_client
+from pilothouse.kube.credentials import ClusterCredentials, parse_kubeconfig
+from pilothouse.progress import ProgressEvent, ProgressSink, discard
+from pilothouse.providers.local.provider import LocalProvider, LocalRuntime
+from pilothouse.providers.local.topology import LocalClusterSpec
+from pilothouse.settings import Settings
+from pilothouse.store.clusters import ClusterRecord, ClusterStore
+from pilothouse.store.db import Database
+from pilothouse.store.secrets import SecretBox
+from pilothouse.vocabulary import ClusterPhase, DesiredState, ProviderKind
+
+log = structlog.get_logger(__name__)
+
+KUBECONFIG_SECRET = "kubeconfig"  # noqa: S105 - the secret's name
+#: A Provisioning record untouched this long belongs to a crashed Pilothouse.
+STALE_OPERATION = timedelta(seconds=90)
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """A cluster record plus what is live right now (local process states)."""
+
+    record: ClusterRecord
+    processes: dict[str, bool]
+
+
+def local_spec(record: ClusterRecord) -> LocalClusterSpec:
+    return LocalClusterSpec(
+        name=record.name,
+        kubernetes_version=record.kubernetes_version,
+        control_planes=int(record.spec["control_planes"]),
+        nodes=int(record.spec["nodes"]),
+    )
+
+
+class ClusterRegistry:
+    def __init__(self, settings: Settings, db: Database, box: SecretBox) -> None:
+        self.settings = settings
+        self.store = ClusterStore(db, box)
+        self.binaries = BinaryCache(settings.binaries_dir)
+        self.local = LocalProvider(
+            clusters_dir=settings.clusters_dir, binaries=self.binaries, haproxy_binary=settings.haproxy_binary
+        )
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    # ----- reads ------------------------------------------------------------------------
+
+    def clusters(self) -> list[ClusterRecord]:
+        return self.store.clusters()
+
+    def get(self, name: str) -> ClusterRecord:
+        return self.store.get(name)
+
+    def view(self, name: str) -> ClusterView:
+        record = self.store.get(name)
+        processes: dict[str, bool] = {}
+        if record.provider == ProviderKind.LOCAL and record.runtime:
+            processes = self.local.process_states(LocalRuntime.from_dict(record.runtime))
+        return ClusterView(record=record, processes=processes)
+
+    def credentials(self, name: str) -> ClusterCredentials:
+        text = self.store.get_secret(name, KUBECONFIG_SECRET).decode()
+        return parse_kubeconfig(text, source=f"stored credentials of {name}")
+
+    def kubeconfig(self, name: str) -> str:
+        return self.credentials(name).to_yaml(name)
+
+    # ----- local clusters ---------------------------------------------------------------
+
+    @contextmanager
+    def _progress_to_record(self, name: str, sink: ProgressSink) -> Iterator[ProgressSink]:
+        """Forward progress to ``sink`` and, at most twice a second, to the record's message."""
+        last = [0.0]
+
+        def forward(event: ProgressEvent) -> None:
+            sink(event)
+            now = time.monotonic()
+            if now - last[0] >= 0.5 or event.done == event.total:
+                last[0] = now
+                detail = f" ({event.done}/{event.total})" if event.total else ""
+                self.store.update(name, message=f"{event.message}{detail}")
+
+        yield forward
+
+    async def create_local(
+        self, request: requests.CreateLocalCluster, *, progress: ProgressSink = discard
+    ) -> ClusterRecord:
+        """Create a local cluster and wait until it is Running; on failure leave nothing behind."""
+        record = self.begin_local(request)
+        return await self.finish_local(record, progress=progress, keep_failed_record=False)
+
+    def begin_local(self, request: requests.CreateLocalCluster) -> ClusterRecord:
+        """Check everything that can be checked up front, allocate ports, record the cluster."""
+        version = request.version or catalog.pins_for(self.settings.kubernetes_version).kubernetes
+        spec = LocalClusterSpec(
+            name=request.name,
+            kubernetes_version=version,
+            control_planes=request.control_planes,
+            nodes=request.nodes,
+        )
+        if self.store.find(spec.name) is not None:
+            raise errors.AlreadyExists(
+                f"a cluster named {spec.name!r} already exists",
+                hint="choose another name, or delete the existing cluster first",
+            )
+        self.local.check_prerequisites(spec)
+        runtime = self.local.new_runtime(spec, api_port=request.api_port)
+        log.info(
+            "cluster.create", cluster=spec.name, provider="local", nodes=spec.nodes, cps=spec.control_planes
+        )
+        return self.store.add(
+            name=spec.name,
+            provider=ProviderKind.LOCAL,
+            desired_state=DesiredState.RUNNING,
+            phase=ClusterPhase.PROVISIONING,
+            kubernetes_version=version,
+            spec={"control_planes": spec.control_planes, "nodes": spec.nodes},
+            runtime=runtime.to_dict(),
+            message="writing PKI and configuration",
+        )
+
+    async def finish_local(
+        self, record: ClusterRecord, *, progress: ProgressSink = discard, keep_failed_record: bool = False
+    ) -> ClusterRecord:
+        """Bring a just-recorded local cluster up. On failure its processes and files are removed,
+        and so is the record unless ``keep_failed_record`` (the API keeps it, Failed, to show why)."""
+        spec = local_spec(record)
+        runtime = LocalRuntime.from_dict(record.runtime)
+        try:
+            return await self._bring_up(record, spec, runtime, progress)
+        except BaseException as exc:
+            log.warning("cluster.create_failed", cluster=spec.name, error=str(exc))
+            self.local.delete(spec, runtime, persist=lambda _rt: None)
+            if keep_failed_record and isinstance(exc, errors.PilothouseError):
+                self.store.update(spec.name, phase=ClusterPhase.FAILED, message=str(exc), runtime={})
+            else:
+                self.store.remove(spec.name)
+            raise
+
+    async def _bring_up(
+        self, record: ClusterRecord, spec: LocalClusterSpec, runtime: LocalRuntime, progress: ProgressSink
+    ) -> ClusterRecord:
+        name = record.name
+        async with self._lock(name):
+            with self._progress_to_record(name, progress) as sink:
+                await self.local.start(
+                    spec,
+                    runtime,
+                    persist=lambda rt: self.store.update(name, runtime=rt.to_dict()),
+                    progress=sink,
+                )
+            creds = self.local.admin_credentials(spec, runtime)
+            self.store.put_secret(name, KUBECONFIG_SECRET, creds.to_yaml(name).encode())
+            return self.store.update(
+                name,
+                phase=ClusterPhase.RUNNING,
+                message=f"{spec.nodes} nodes Ready",
+                server_url=creds.server,
+                runtime=runtime.to_dict(),
+            )
+
+    async def start(self, name: str, *, progress: ProgressSink = discard) -> ClusterRecord:
+        record = self._local_record(name)
+        spec = local_spec(record)
+        runtime = LocalRuntime.from_dict(record.runtime)
+        self.store.update(
+            name, desired_state=DesiredState.RUNNING, phase=ClusterPhase.PROVISIONING, message="starting"
+        )
+        try:
+            return await self._bring_up(record, spec, runtime, progress)
+        except errors.PilothouseError as exc:
+            self.store.update(name, phase=ClusterPhase.FAILED, message=exc.message)
+            raise
+
+    async def stop(self, name: str) -> ClusterRecord:
+        record = self._local_record(name)
+        runtime = LocalRuntime.from_dict(record.runtime)
+        async with self._lock(name):
+            self.store.update(name, desired_state=DesiredState.STOPPED, message="stopping")
+            await asyncio.to_thread(
+                self.local.stop,
+                local_spec(record),
+                runtime,
+                persist=lambda rt: self.store.update(name, runtime=rt.to_dict()),
+            )
+            return self.store.update(name, phase=ClusterPhase.STOPPED, message="stopped")
+
+    def _local_record(self, name: str) -> ClusterRecord:
+        record = self.store.get(name)
+        if record.provider != ProviderKind.LOCAL:
+            raise errors.Conflict(
+                f"cluster {name!r} was imported; Pilothouse does not run its processes",
+                hint="start and stop apply to local clusters only",
+            )
+        return record
+
+    # ----- import -----------------------------------------------------------------------
+
+    async def import_cluster(
+        self, request: requests.ImportCluster, *, source: str = "<request>", base_dir: Path | None = None
+    ) -> ClusterRecord:
+        if self.store.find(request.name) is not None:
+            raise errors.AlreadyExists(
+                f"a cluster named {request.name!r} already exists",
+                hint="choose another name, or delete the existing cluster first",
+            )
+        creds = parse_kubeconfig(
+            request.kubeconfig, context=request.context, source=source, base_dir=base_dir
+        )
+        result = await kube_client.probe(creds)
+        log.info("cluster.import", cluster=request.name, server=creds.server, nodes=result.node_count)
+        return self.store.add(
+            name=request.name,
+            provider=ProviderKind.IMPORT,
+            desired_state=DesiredState.RUNNING,
+            phase=ClusterPhase.RUNNING,
+            kubernetes_version=result.server_version.removeprefix("v"),
+            server_url=creds.server,
+            spec={"context": creds.context},
+            runtime={"nodes": result.node_count},
+            message=f"{result.node_count} nodes",
+            secrets={KUBECONFIG_SECRET: creds.to_yaml(request.name).encode()},
+        )
+
+    # ----- delete -----------------------------------------------------------------------
+
+    async def delete(self, name: str) -> None:
+        record = self.store.get(name)
+        async with self._lock(name):
+            if record.provider == ProviderKind.LOCAL and record.runtime:
+                self.store.update(name, phase=ClusterPhase.DELETING, message="stopping processes")
+                runtime = LocalRuntime.from_dict(record.runtime)
+                await asyncio.to_thread(
+                    self.local.delete,
+                    local_spec(record),
+                    runtime,
+                    persist=lambda rt: self.store.update(name, runtime=rt.to_dict()),
+                )
+            self.store.remove(name)
+        self._locks.pop(name, None)
+        log.info("cluster.deleted", cluster=name)
+
+    # ----- reconciliation ---------------------------------------------------------------
+
+    async def reconcile_local(self, *, now: datetime | None = None) -> list[str]:
+        """Converge every local cluster to its desired state; return the names acted on.
+
+        Level-triggered and idempotent: a Running cluster with a dead process gets it
+        restarted, a Provisioning record left stale by a crash is resumed, a Stopped
+        cluster with live processes is stopped. Clusters another task is working on are
+        skipped (their lock is held).
+        """
+        moment = now or datetime.now(UTC)
+        acted: list[str] = []
+        for record in self.store.clusters():
+            if (
+                record.provider != ProviderKind.LOCAL
+                or not record.runtime
+                or self._lock(record.name).locked()
+            ):
+                continue
+            runtime = LocalRuntime.from_dict(record.runtime)
+            states = self.local.process_states(runtime)
+            updated = record.updated_at if record.updated_at.tzinfo else record.updated_at.replace(tzinfo=UTC)
+            stale = moment - updated > STALE_OPERATION
+            try:
+                if record.desired_state == DesiredState.RUNNING:
+                    if record.phase == ClusterPhase.DELETING:
+                        if stale:
+                            acted.append(record.name)
+                            await self.delete(record.name)
+                        continue
+                    in_flight = record.phase == ClusterPhase.PROVISIONING and not stale
+                    healthy = record.phase == ClusterPhase.RUNNING and states and all(states.values())
+                    if in_flight or healthy:
+                        continue
+                    acted.append(record.name)
+                    log.info(
+                        "cluster.reconcile",
+                        cluster=record.name,
+                        phase=record.phase,
+                        dead=[k for k, v in states.items() if not v],
+                    )
+                    await self.start(record.name)
+                elif any(states.values()) or record.phase != ClusterPhase.STOPPED:
+                    acted.append(record.name)
+                    await self.stop(record.name)
+            except errors.PilothouseError as exc:
+                log.warning("cluster.reconcile_failed", cluster=record.name, error=exc.message)
+        return acted

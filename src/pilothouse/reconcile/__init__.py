@@ -1,0 +1,1 @@
+"""Level-triggered reconcilers that converge recorded desired state and reality."""
