@@ -408,8 +408,7 @@ class GoBuilder:
         ):
             return  # resumed run: already tidied
         _write_atomic(work_dir / "tools.go", tools_go)
-        if stamp.get("inputs") != inputs or not current:
-            _write_atomic(gomod_path, gomod)
+        _write_atomic(gomod_path, gomod)  # from scratch: tidy is cheap once modules are cached
         _write_atomic(stamp_path, json.dumps({"inputs": inputs, "tidied": None}))
         self._run([self.go, "mod", "tidy"], cwd=work_dir, phase=PHASE_RESOLVING, what="go mod tidy")
         tidied = _sha256_text(gomod_path.read_text())

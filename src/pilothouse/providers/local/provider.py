@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -203,7 +204,9 @@ class LocalProvider:
         self, process: topology.ProcessSpec, runtime: LocalRuntime, *, timeout: float
     ) -> None:
         probe = process.probe
-        verify: Any = str(probe.ca_file) if probe.ca_file else False
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=str(probe.ca_file)) if probe.ca_file else False
+        )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         last = "no answer"
