@@ -24,6 +24,8 @@ from pilothouse.platform import Platform
 from pilothouse.settings import Settings, load_settings
 from pilothouse.store.clusters import ClusterRecord
 
+pytest_plugins = ["tests.integration.postgres"]
+
 SHARED_CLUSTER = "shared"
 SHARED_NODES = 20
 

@@ -10,7 +10,11 @@ T = TypeVar("T")
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[T]], accept: Callable[[T], bool], *, timeout: float = 60.0, interval: float = 0.5
+    probe: Callable[[], Awaitable[T]],
+    accept: Callable[[T], bool],
+    *,
+    timeout: float = 60.0,
+    interval: float = 0.5,
 ) -> T:
     """Poll ``probe`` until ``accept`` holds; return the last value or fail with it."""
     loop = asyncio.get_running_loop()

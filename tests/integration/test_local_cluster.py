@@ -27,7 +27,9 @@ async def test_all_nodes_ready_and_pinned_version(platform: Platform, shared_clu
     async with kube_client.open_client(creds) as client:
         nodes = [n async for n in client.list(Node)]
         assert len(nodes) == SHARED_NODES
-        assert all(kube_nodes.is_ready(n) for n in nodes), [n.metadata.name for n in nodes if not kube_nodes.is_ready(n)]
+        assert all(kube_nodes.is_ready(n) for n in nodes), [
+            n.metadata.name for n in nodes if not kube_nodes.is_ready(n)
+        ]
         assert {n.status.nodeInfo.kubeletVersion for n in nodes} == {version["gitVersion"]}
 
 
@@ -51,7 +53,11 @@ async def test_deployment_of_ten_replicas_runs_on_simulated_nodes(
         await client.create(deployment)
 
         async def running_pods() -> list[Pod]:
-            return [p async for p in client.list(Pod, namespace="default", labels=labels) if p.status.phase == "Running"]
+            return [
+                p
+                async for p in client.list(Pod, namespace="default", labels=labels)
+                if p.status.phase == "Running"
+            ]
 
         pods = await eventually(running_pods, lambda ps: len(ps) == 10, timeout=90)
         node_names = {n.metadata.name async for n in client.list(Node)}
@@ -80,7 +86,9 @@ async def test_a_restarted_pilothouse_finds_its_cluster_running(
         restarted.close()
 
 
-async def test_reconciler_restarts_a_dead_component(platform: Platform, shared_cluster: ClusterRecord) -> None:
+async def test_reconciler_restarts_a_dead_component(
+    platform: Platform, shared_cluster: ClusterRecord
+) -> None:
     record = platform.clusters.get(SHARED_CLUSTER)
     runtime = LocalRuntime.from_dict(record.runtime)
     old_pid = runtime.processes["kube-scheduler-0"].pid
@@ -101,7 +109,9 @@ async def test_reconciler_restarts_a_dead_component(platform: Platform, shared_c
 async def test_database_holds_no_plaintext_credentials(
     platform: Platform, shared_cluster: ClusterRecord, secret: str
 ) -> None:
-    key_pem = (LocalRuntime.from_dict(platform.clusters.get(SHARED_CLUSTER).runtime).layout.pki / "admin.key").read_bytes()
+    key_pem = (
+        LocalRuntime.from_dict(platform.clusters.get(SHARED_CLUSTER).runtime).layout.pki / "admin.key"
+    ).read_bytes()
     db_path = platform.settings.data_dir / "pilothouse.db"
     platform.db.engine.dispose()  # flush WAL into the main file as far as possible
     raw = db_path.read_bytes() + b"".join(

@@ -16,13 +16,17 @@ from pilothouse.vocabulary import CACHED_COMPONENTS, Component
 NAMES = catalog.binary_names()
 
 
-def _stage(cache: BinaryCache, version: str, names: tuple[str, ...] = NAMES) -> tuple[Path, manifest.Manifest]:
+def _stage(
+    cache: BinaryCache, version: str, names: tuple[str, ...] = NAMES
+) -> tuple[Path, manifest.Manifest]:
     staging = cache.new_staging_dir(version)
     records = {}
     for name in names:
         path = staging / name
         path.write_text(f"#!/bin/sh\necho {name}\n")
-        records[name] = manifest.describe_file(path, source="download", version="x", origin=f"http://x/{name}")
+        records[name] = manifest.describe_file(
+            path, source="download", version="x", origin=f"http://x/{name}"
+        )
     built = manifest.Manifest(
         kubernetes=catalog.normalise_version(version),
         source="download",

@@ -17,7 +17,9 @@ def test_normalise_version_accepts_with_or_without_v(given: str, expected: str) 
     assert catalog.normalise_version(given) == expected
 
 
-@pytest.mark.parametrize("bad", ["", "1.36", "v1", "1.36.3.1", "1.36.x", "vv1.36.3", "1.36.3-rc.0", "01.36.3"])
+@pytest.mark.parametrize(
+    "bad", ["", "1.36", "v1", "1.36.3.1", "1.36.x", "vv1.36.3", "1.36.3-rc.0", "01.36.3"]
+)
 def test_normalise_version_rejects_malformed(bad: str) -> None:
     with pytest.raises(errors.InvalidInput, match="malformed Kubernetes version") as info:
         catalog.normalise_version(bad)

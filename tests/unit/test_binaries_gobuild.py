@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -231,13 +232,13 @@ def fake_go(tmp_path: Path) -> Path:
     return go
 
 
-def _calls(go: Path) -> list[dict[str, str | list[str] | None]]:
+def _calls(go: Path) -> list[dict[str, Any]]:
     lines = (go.parent / "calls.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines]
 
 
 def _commands(go: Path) -> list[str]:
-    return [" ".join(str(a) for a in call["args"][:2]) for call in _calls(go)]  # type: ignore[union-attr]
+    return [" ".join(str(a) for a in call["args"][:2]) for call in _calls(go)]
 
 
 def test_build_runs_the_recipe(tmp_path: Path, fake_go: Path) -> None:
@@ -260,8 +261,10 @@ def test_build_runs_the_recipe(tmp_path: Path, fake_go: Path) -> None:
     etcd_dir = tmp_path / "gobuild" / "etcd-v3.6.16"
     assert (k8s_dir / "go.mod").read_text() == EXPECTED_WRAPPER
     assert "k8s.io/kubernetes/cmd/kube-apiserver" in (k8s_dir / "tools.go").read_text()
-    assert (etcd_dir / "go.mod").read_text().startswith("module pilothouse.local/etcd-binaries\n\ngo 1.26.0\n")
-    builds = [c for c in _calls(fake_go) if c["args"][0] == "build"]  # type: ignore[index]
+    assert (
+        (etcd_dir / "go.mod").read_text().startswith("module pilothouse.local/etcd-binaries\n\ngo 1.26.0\n")
+    )
+    builds = [c for c in _calls(fake_go) if c["args"][0] == "build"]
     assert all(c["GOFLAGS"] is not None and "-mod=mod" in str(c["GOFLAGS"]) for c in builds)
     assert all(c["CGO_ENABLED"] == "0" for c in builds)
     assert builds[0]["cwd"] == str(k8s_dir)
@@ -286,8 +289,8 @@ def test_rerun_reuses_the_work_dir_without_retidying(tmp_path: Path, fake_go: Pa
     (fake_go.parent / "calls.jsonl").unlink()
     builder.build(PINS, with_kwokctl=False)
     assert "mod tidy" not in _commands(fake_go)
-    build = next(c for c in _calls(fake_go) if c["args"][0] == "build")  # type: ignore[index]
-    assert "sigs.k8s.io/kwok/cmd/kwokctl" not in build["args"]  # type: ignore[operator]
+    build = next(c for c in _calls(fake_go) if c["args"][0] == "build")
+    assert "sigs.k8s.io/kwok/cmd/kwokctl" not in build["args"]
 
 
 def test_changed_inputs_rewrite_and_retidy(tmp_path: Path, fake_go: Path) -> None:
@@ -327,14 +330,16 @@ def test_missing_go(tmp_path: Path) -> None:
 
 def test_too_old_go_with_local_toolchain(tmp_path: Path, fake_go: Path) -> None:
     env = dict(os.environ, FAKE_GOVERSION="go1.25.3")
-    with pytest.raises(errors.BinaryError, match="needs Go 1.26.0") as info:
+    with pytest.raises(errors.BinaryError, match=r"needs Go 1\.26\.0") as info:
         gobuild.GoBuilder(tmp_path, go=str(fake_go), env=env).build(PINS)
     assert "GOTOOLCHAIN=go1.26.0" in info.value.hint
 
 
 def test_unavailable_module_version(tmp_path: Path, fake_go: Path) -> None:
     pins = dataclasses.replace(PINS, kubernetes="9.9.9")
-    with pytest.raises(errors.BinaryError, match="could not fetch k8s.io/kubernetes@v9.9.9.*not available"):
+    with pytest.raises(
+        errors.BinaryError, match=r"could not fetch k8s\.io/kubernetes@v9\.9\.9.*not available"
+    ):
         gobuild.GoBuilder(tmp_path, go=str(fake_go)).build(pins)
 
 
@@ -361,7 +366,9 @@ def test_source_build_with_wrong_version_installs_nothing(tmp_path: Path, fake_g
     script = fake_go.read_text().replace('"Kubernetes v1.36.3"', '"Kubernetes v0.0.0"')
     fake_go.write_text(script)
     cache = cache_mod.BinaryCache(tmp_path / "binaries")
-    with pytest.raises(errors.BinaryError, match=r"kube-apiserver reports version 0\.0\.0, expected 1\.36\.3"):
+    with pytest.raises(
+        errors.BinaryError, match=r"kube-apiserver reports version 0\.0\.0, expected 1\.36\.3"
+    ):
         installer.install("1.36.3", cache=cache, source="source", go=str(fake_go))
     assert cache.installed_versions() == []
     assert [p.name for p in cache.root.iterdir() if p.name.startswith(".staging")] == []

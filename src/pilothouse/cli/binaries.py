@@ -184,20 +184,29 @@ class _InstallDisplay:
         self._downloads: dict[str, TaskID] = {}
         self._phase: tuple[str, TaskID] | None = None
         self._lines = 0
+        self._started = False
         self.changed = False
 
     def __enter__(self) -> _InstallDisplay:
-        self.progress.__enter__()
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if not self._started:
+            return
         if kind is None:
             self.finish()
-        self.progress.__exit__(kind, exc, tb)
+        self.progress.stop()
+
+    def _start(self) -> None:
+        """Start drawing on the first event, so early errors print no empty progress area."""
+        if not self._started:
+            self._started = True
+            self.progress.start()
 
     def download(self, name: str, done: int, total: int | None) -> None:
+        self._start()
         self.changed = True
         task = self._downloads.get(name)
         if task is None:
@@ -206,6 +215,7 @@ class _InstallDisplay:
         self.progress.update(task, completed=done, total=total)
 
     def phase(self, phase: str, detail: str) -> None:
+        self._start()
         if phase != gobuild.PHASE_VERIFYING:
             self.changed = True
         if self._phase is None or self._phase[0] != phase:

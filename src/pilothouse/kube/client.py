@@ -109,7 +109,13 @@ async def get_json(creds: ClusterCredentials, path: str, *, timeout: float = 10.
         raise errors.ClusterUnreachable(
             f"{creds.server}{path} answered {response.status_code}", hint="check the API server's health"
         )
-    return response.json()
+    try:
+        return response.json()
+    except ValueError:
+        raise errors.ClusterUnreachable(
+            f"{creds.server}{path} did not answer with JSON: it is not a Kubernetes API server",
+            hint="check the server URL (host and port) in the kubeconfig",
+        ) from None
 
 
 def translate(exc: BaseException, creds: ClusterCredentials) -> errors.PilothouseError:
@@ -169,6 +175,11 @@ async def probe(creds: ClusterCredentials, *, timeout: float = 10.0) -> ProbeRes
     """Check a cluster answers: read its version and count its nodes."""
     try:
         version = await get_json(creds, "/version", timeout=timeout)
+        if not isinstance(version, dict) or not version.get("gitVersion"):
+            raise errors.ClusterUnreachable(
+                f"{creds.server}/version has no gitVersion: it is not a Kubernetes API server",
+                hint="check the server URL (host and port) in the kubeconfig",
+            )
         async with open_client(creds, timeout=timeout) as client:
             node_count = 0
             async for _node in client.list(Node, chunk_size=500):

@@ -148,7 +148,7 @@ def parse_kubeconfig(
             "has no current-context",
             f"pass --context, one of: {', '.join(sorted(contexts)) or 'none'}",
         )
-    if chosen not in contexts:
+    if not isinstance(chosen, str) or chosen not in contexts:
         raise _invalid(
             source,
             f"has no context {chosen!r}",
@@ -156,17 +156,21 @@ def parse_kubeconfig(
         )
     ctx = contexts[chosen]
     cluster_name, user_name = ctx.get("cluster"), ctx.get("user")
-    if cluster_name not in clusters:
+    if not isinstance(cluster_name, str) or cluster_name not in clusters:
         raise _invalid(
             source, f"context {chosen!r} names unknown cluster {cluster_name!r}", "fix the context"
         )
     cluster = clusters[str(cluster_name)]
-    user = users.get(str(user_name), {}) if user_name is not None else {}
-    if user_name is not None and user_name not in users:
+    if user_name is not None and (not isinstance(user_name, str) or user_name not in users):
         raise _invalid(source, f"context {chosen!r} names unknown user {user_name!r}", "fix the context")
+    user = users[user_name] if user_name is not None else {}
 
     server = cluster.get("server")
-    parsed = urlparse(str(server or ""))
+    try:
+        parsed = urlparse(str(server or ""))
+        parsed.port  # noqa: B018 - raises ValueError on a port out of range or not a number
+    except ValueError:
+        parsed = urlparse("")
     if parsed.scheme not in ("https", "http") or not parsed.hostname:
         raise _invalid(
             source, f"cluster {cluster_name!r} has no valid server URL", "set server: https://HOST:PORT"
@@ -181,7 +185,12 @@ def parse_kubeconfig(
     token = user.get("token")
     if not token and user.get("tokenFile"):
         raw = _material(user, "", "tokenFile", base_dir, source)
-        token = raw.decode().strip() if raw else None
+        try:
+            token = raw.decode().strip() if raw else None
+        except UnicodeDecodeError:
+            raise _invalid(
+                source, f"the tokenFile of user {user_name!r} is not text", "point tokenFile at a token file"
+            ) from None
     if user.get("username") or user.get("password"):
         raise _invalid(
             source,

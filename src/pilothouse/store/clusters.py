@@ -140,7 +140,10 @@ class ClusterStore:
     def clusters(self) -> list[ClusterRecord]:
         with self.db.session() as session:
             rows = session.scalars(select(ClusterRow).order_by(ClusterRow.name)).all()
-            return [ClusterRecord.from_row(r) for r in rows]
+            names: dict[str, list[str]] = {}
+            for owner, secret_name in session.execute(select(SecretRow.owner, SecretRow.name)):
+                names.setdefault(owner, []).append(secret_name)
+            return [ClusterRecord.from_row(r, tuple(sorted(names.get(_owner(r.id), ())))) for r in rows]
 
     def update(self, name: str, **changes: Any) -> ClusterRecord:
         unknown = set(changes) - _UPDATABLE

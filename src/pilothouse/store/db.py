@@ -43,7 +43,7 @@ def create_db_engine(url: str) -> Engine:
     """Create an engine for ``url``; a malformed URL is an ``InvalidInput``."""
     try:
         parsed = make_url(_normalise_url(url))
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a non-numeric port, e.g. "host:notaport"
         raise errors.InvalidInput(
             "the database URL is malformed",
             hint="use sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB",

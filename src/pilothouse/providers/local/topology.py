@@ -9,8 +9,10 @@ options for a kubeadm-like control plane; kwok's own dry-run test data was
 the reference for the kwok controller.
 
 HA clusters bind control-plane member ``i`` to loopback address
-``127.0.0.<i+1>`` with the same API port on each, so the ``kubernetes``
-Service endpoints the API servers maintain agree on one port.
+``127.0.0.<i+1>`` with the same API port on each, as if each member were its
+own host. The API servers do not maintain the ``kubernetes`` Service's
+endpoints (``--endpoint-reconciler-type=none``): the API rejects loopback
+addresses as endpoints, and no simulated pod dials that Service.
 """
 
 from __future__ import annotations
@@ -228,7 +230,7 @@ def _apiserver(ports: PortPlan, layout: ClusterLayout, binary: Path, i: int, cps
         "--audit-log-maxbackup=5",
         "--audit-log-maxage=7",
         f"--encryption-provider-config={layout.encryption_config}",
-        "--endpoint-reconciler-type=lease",
+        "--endpoint-reconciler-type=none",
         "--shutdown-delay-duration=0s",
         "--v=1",
     )
