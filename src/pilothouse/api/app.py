@@ -42,6 +42,9 @@ def create_app(
         version=__version__,
         description="Self-hosted managed-Kubernetes control plane. Every route needs `Authorization: Bearer <token>`.",
         lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.platform = platform
     app.state.tasks = set()
@@ -52,6 +55,11 @@ def create_app(
     def healthz() -> dict[str, str]:
         """Liveness of the Pilothouse server itself (no data; open for load balancers)."""
         return {"status": "ok"}
+
+    @app.get("/openapi.json", tags=["meta"])
+    def openapi(_principal: Annotated[Principal, Depends(authenticate)]) -> dict[str, Any]:
+        """The OpenAPI document of this API (authenticated like every other route)."""
+        return app.openapi()
 
     @app.get("/api/v1/whoami", tags=["identity"])
     def whoami(principal: Annotated[Principal, Depends(authenticate)]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ changes these two functions, not the routes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -55,5 +55,12 @@ def require(permission: Permission):  # type: ignore[no-untyped-def]  # FastAPI 
             )
         return principal
 
-    check.permission = permission  # type: ignore[attr-defined]  # read by the route-matrix test
     return Depends(check)
+
+
+PERMISSION_EXTENSION = "x-pilothouse-permission"
+
+
+def guarded(permission: Permission) -> dict[str, Any]:
+    """Route keyword arguments: require ``permission`` and document it in the OpenAPI operation."""
+    return {"dependencies": [require(permission)], "openapi_extra": {PERMISSION_EXTENSION: permission.value}}

@@ -12,7 +12,7 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
 from pilothouse import errors
-from pilothouse.api.auth import get_platform, require
+from pilothouse.api.auth import get_platform, guarded
 from pilothouse.fleet import requests
 from pilothouse.fleet.registry import ClusterView
 from pilothouse.identity.policy import Permission
@@ -57,20 +57,6 @@ class ClusterOut(BaseModel):
         )
 
 
-class CreateLocalClusterIn(BaseModel):
-    name: str
-    nodes: int = 3
-    control_planes: int = 1
-    version: str | None = None
-    api_port: int | None = None
-
-
-class ImportClusterIn(BaseModel):
-    name: str
-    kubeconfig: str
-    context: str | None = None
-
-
 def _spawn(request: Request, coroutine: Any, name: str) -> None:
     """Run a long operation in the background; its progress lives in the cluster record."""
     tasks: set[asyncio.Task[Any]] = request.app.state.tasks
@@ -86,7 +72,7 @@ def _spawn(request: Request, coroutine: Any, name: str) -> None:
     task.add_done_callback(done)
 
 
-@router.get("", response_model=list[ClusterOut], dependencies=[require(Permission.CLUSTERS_READ)])
+@router.get("", response_model=list[ClusterOut], **guarded(Permission.CLUSTERS_READ))
 def list_clusters(platform: PlatformDep) -> list[ClusterOut]:
     return [ClusterOut.of(r) for r in platform.clusters.clusters()]
 
@@ -95,12 +81,13 @@ def list_clusters(platform: PlatformDep) -> list[ClusterOut]:
     "",
     response_model=ClusterOut,
     status_code=status.HTTP_202_ACCEPTED,
-    dependencies=[require(Permission.CLUSTERS_WRITE)],
+    **guarded(Permission.CLUSTERS_WRITE),
 )
-def create_local_cluster(body: CreateLocalClusterIn, request: Request, platform: PlatformDep) -> ClusterOut:
+async def create_local_cluster(
+    body: requests.CreateLocalCluster, request: Request, platform: PlatformDep
+) -> ClusterOut:
     """Start creating a local cluster; poll ``GET /api/v1/clusters/{name}`` for its live status."""
-    parsed = requests.parse(requests.CreateLocalCluster, **body.model_dump())
-    record = platform.clusters.begin_local(parsed)
+    record = platform.clusters.begin_local(body)
     _spawn(request, platform.clusters.finish_local(record, keep_failed_record=True), f"create:{record.name}")
     return ClusterOut.of(record)
 
@@ -109,15 +96,14 @@ def create_local_cluster(body: CreateLocalClusterIn, request: Request, platform:
     "/import",
     response_model=ClusterOut,
     status_code=status.HTTP_201_CREATED,
-    dependencies=[require(Permission.CLUSTERS_WRITE)],
+    **guarded(Permission.CLUSTERS_WRITE),
 )
-async def import_cluster(body: ImportClusterIn, platform: PlatformDep) -> ClusterOut:
-    parsed = requests.parse(requests.ImportCluster, **body.model_dump())
-    record = await platform.clusters.import_cluster(parsed, source="request body")
+async def import_cluster(body: requests.ImportCluster, platform: PlatformDep) -> ClusterOut:
+    record = await platform.clusters.import_cluster(body, source="request body")
     return ClusterOut.of(record)
 
 
-@router.get("/{name}", response_model=ClusterOut, dependencies=[require(Permission.CLUSTERS_READ)])
+@router.get("/{name}", response_model=ClusterOut, **guarded(Permission.CLUSTERS_READ))
 def get_cluster(name: str, platform: PlatformDep) -> ClusterOut:
     view: ClusterView = platform.clusters.view(name)
     return ClusterOut.of(view.record, view.processes)
@@ -126,14 +112,14 @@ def get_cluster(name: str, platform: PlatformDep) -> ClusterOut:
 @router.get(
     "/{name}/kubeconfig",
     response_class=PlainTextResponse,
-    dependencies=[require(Permission.CLUSTERS_CREDENTIALS)],
+    **guarded(Permission.CLUSTERS_CREDENTIALS),
     responses={200: {"content": {"application/yaml": {}}}},
 )
 def get_kubeconfig(name: str, platform: PlatformDep) -> PlainTextResponse:
     return PlainTextResponse(platform.clusters.kubeconfig(name), media_type="application/yaml")
 
 
-@router.post("/{name}/stop", response_model=ClusterOut, dependencies=[require(Permission.CLUSTERS_WRITE)])
+@router.post("/{name}/stop", response_model=ClusterOut, **guarded(Permission.CLUSTERS_WRITE))
 async def stop_cluster(name: str, platform: PlatformDep) -> ClusterOut:
     return ClusterOut.of(await platform.clusters.stop(name))
 
@@ -142,9 +128,9 @@ async def stop_cluster(name: str, platform: PlatformDep) -> ClusterOut:
     "/{name}/start",
     response_model=ClusterOut,
     status_code=status.HTTP_202_ACCEPTED,
-    dependencies=[require(Permission.CLUSTERS_WRITE)],
+    **guarded(Permission.CLUSTERS_WRITE),
 )
-def start_cluster(name: str, request: Request, platform: PlatformDep) -> ClusterOut:
+async def start_cluster(name: str, request: Request, platform: PlatformDep) -> ClusterOut:
     record = platform.clusters.get(name)
     if record.provider != "local":
         raise errors.Conflict(f"cluster {name!r} was imported; only local clusters can be started")
@@ -152,9 +138,7 @@ def start_cluster(name: str, request: Request, platform: PlatformDep) -> Cluster
     return ClusterOut.of(record)
 
 
-@router.delete(
-    "/{name}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[require(Permission.CLUSTERS_WRITE)]
-)
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, **guarded(Permission.CLUSTERS_WRITE))
 async def delete_cluster(name: str, platform: PlatformDep) -> Response:
     await platform.clusters.delete(name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -52,13 +52,24 @@ class ImportCluster(_Request):
 Model = TypeVar("Model", bound=BaseModel)
 
 
+_FIELD_HINTS = {
+    "name": "cluster names are lowercase letters, digits and '-', starting with a letter (max 40)",
+    "nodes": f"nodes is a number from 0 to {MAX_NODES}",
+    "control_planes": "control planes are 1, or 3 for HA",
+    "version": f"supported Kubernetes versions: {', '.join(catalog.supported_versions())}",
+    "api_port": "the API port is a number from 1024 to 65535",
+    "kubeconfig": "pass the text of a kubeconfig file",
+}
+
+
 def parse(model: type[Model], **data: Any) -> Model:
     try:
         return model(**data)
     except ValidationError as exc:
+        fields = [str(e["loc"][0]) if e["loc"] else "" for e in exc.errors()]
+        hints = dict.fromkeys(_FIELD_HINTS.get(f, "fix or remove the fields named above") for f in fields)
         raise errors.InvalidInput(
-            "; ".join(_describe(e) for e in exc.errors()),
-            hint="cluster names are lowercase letters, digits and '-', starting with a letter (max 40)",
+            "; ".join(_describe(e) for e in exc.errors()), hint="; ".join(hints)
         ) from None
 
 

@@ -87,6 +87,13 @@ def _invalid(source: str, problem: str, hint: str) -> errors.KubeconfigInvalid:
     return errors.KubeconfigInvalid(f"kubeconfig {source}: {problem}", hint=hint, source=source)
 
 
+def _label(reference: Any) -> str:
+    """A reference for a message: the name, never the contents of a misplaced mapping."""
+    if reference is None or isinstance(reference, str):
+        return repr(reference)
+    return f"<a {type(reference).__name__}, not a name>"
+
+
 def _named(entries: Any, kind: str, source: str) -> dict[str, Mapping[str, Any]]:
     if entries is None:
         return {}
@@ -151,18 +158,20 @@ def parse_kubeconfig(
     if not isinstance(chosen, str) or chosen not in contexts:
         raise _invalid(
             source,
-            f"has no context {chosen!r}",
+            f"has no context {_label(chosen)}",
             f"available contexts: {', '.join(sorted(contexts)) or 'none'}",
         )
     ctx = contexts[chosen]
     cluster_name, user_name = ctx.get("cluster"), ctx.get("user")
     if not isinstance(cluster_name, str) or cluster_name not in clusters:
         raise _invalid(
-            source, f"context {chosen!r} names unknown cluster {cluster_name!r}", "fix the context"
+            source, f"context {chosen!r} names unknown cluster {_label(cluster_name)}", "fix the context"
         )
     cluster = clusters[str(cluster_name)]
     if user_name is not None and (not isinstance(user_name, str) or user_name not in users):
-        raise _invalid(source, f"context {chosen!r} names unknown user {user_name!r}", "fix the context")
+        raise _invalid(
+            source, f"context {chosen!r} names unknown user {_label(user_name)}", "fix the context"
+        )
     user = users[user_name] if user_name is not None else {}
 
     server = cluster.get("server")
