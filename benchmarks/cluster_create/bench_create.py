@@ -105,7 +105,7 @@ class Sampler(threading.Thread):
         self.foreign: set[int] = set()
         self._known: dict[int, tuple[float, bool]] = {}
         self._cluster_cpu: dict[int, float] = {}
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._system_busy = _system_busy()
         self._own_cpu = _own_cpu()
         self.other_cpu_s = 0.0
@@ -117,9 +117,9 @@ class Sampler(threading.Thread):
 
     def stop(self) -> None:
         """Stop sampling; work out how much CPU time the cluster and everything else took."""
-        if self._stop.is_set():
+        if self._halt.is_set():
             return
-        self._stop.set()
+        self._halt.set()
         self.join()
         self.cluster_cpu_s = sum(self._cluster_cpu.values())
         busy = _system_busy() - self._system_busy
@@ -178,10 +178,11 @@ class Sampler(threading.Thread):
         self.peak_command = max(self.peak_command, command_rss)
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             started = time.monotonic()
-            self.sample()
-            self._stop.wait(max(0.0, SAMPLE_INTERVAL - (time.monotonic() - started)))
+            with contextlib.suppress(psutil.Error):  # a process vanished mid-sample: next tick
+                self.sample()
+            self._halt.wait(max(0.0, SAMPLE_INTERVAL - (time.monotonic() - started)))
 
     def leftovers(self) -> list[psutil.Process]:
         found = []
@@ -318,14 +319,16 @@ class Tool:
                 return
             await asyncio.sleep(max(0.0, t0 + result.ready_s + AFTER_READY - time.monotonic()))
         finally:
-            sampler.stop()
-            _record(sampler, result)
             try:
-                rc, out = await _quiet_command(self.delete_argv(home, cluster), env)
-                if rc != 0:
-                    result.error += f" [delete failed: {out.strip()[-300:]}]"
+                sampler.stop()
+                _record(sampler, result)
             finally:
-                await asyncio.to_thread(_clean_up, sampler, result)
+                try:
+                    rc, out = await _quiet_command(self.delete_argv(home, cluster), env)
+                    if rc != 0:
+                        result.error += f" [delete failed: {out.strip()[-300:]}]"
+                finally:
+                    await asyncio.to_thread(_clean_up, sampler, result)
 
 
 class PilothouseTool(Tool):

@@ -37,6 +37,7 @@ PG_BIN = Path(os.environ.get("PILOTHOUSE_TEST_PG_BIN", "/usr/lib/postgresql/15/b
 URL_ENV = "PILOTHOUSE_TEST_POSTGRES_URL"
 DATABASE = "pilothouse_test"
 OS_USER = "postgres"
+SCRATCH_MIN_FREE = 1 << 30  # a small /dev/shm (Docker's 64 MiB) cannot hold the cluster and its WAL
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
@@ -75,6 +76,17 @@ def _require_binaries() -> None:
             pwd.getpwnam(OS_USER)
         except KeyError:
             pytest.fail(f"no {OS_USER!r} OS user to run PostgreSQL as; run `apt-get install postgresql`")
+
+
+def _scratch_dir() -> str | None:
+    """A tmpfs (/dev/shm) when it has room: CREATE DATABASE takes ~0.03 s there, ~0.25 s on disk."""
+    shm = "/dev/shm"
+    try:
+        stats = os.statvfs(shm)
+    except OSError:
+        return None
+    roomy = stats.f_bavail * stats.f_frsize >= SCRATCH_MIN_FREE
+    return shm if roomy and os.access(shm, os.W_OK | os.X_OK) else None  # None: tempfile's default (/tmp)
 
 
 def _start_server(root: Path) -> int:
@@ -119,7 +131,7 @@ def postgres_url() -> Iterator[str]:
         yield given
         return
     _require_binaries()
-    root = Path(tempfile.mkdtemp(prefix="pilothouse-pg-"))
+    root = Path(tempfile.mkdtemp(prefix="pilothouse-pg-", dir=_scratch_dir()))
     started = False
     try:
         if os.geteuid() == 0:

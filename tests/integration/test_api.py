@@ -95,14 +95,17 @@ def test_viewer_lists_clusters_but_cannot_read_credentials(
     listed = httpx.get(api + "/api/v1/clusters", headers=_auth(tokens["viewer"]))
     assert listed.status_code == 200
     shared = next(c for c in listed.json() if c["name"] == SHARED_CLUSTER)
-    assert shared["phase"] == "Running" and shared["nodes"] == SHARED_NODES
-    assert "BEGIN" not in listed.text and "client-key" not in listed.text
+    assert shared["phase"] == "Running"
+    assert shared["nodes"] == SHARED_NODES
+    assert "BEGIN" not in listed.text
+    assert "client-key" not in listed.text
     denied = httpx.get(api + f"/api/v1/clusters/{SHARED_CLUSTER}/kubeconfig", headers=_auth(tokens["viewer"]))
     assert denied.status_code == 403
     allowed = httpx.get(
         api + f"/api/v1/clusters/{SHARED_CLUSTER}/kubeconfig", headers=_auth(tokens["cluster-admin"])
     )
-    assert allowed.status_code == 200 and "client-key-data" in allowed.text
+    assert allowed.status_code == 200
+    assert "client-key-data" in allowed.text
 
 
 def test_get_shows_live_process_states(
@@ -111,7 +114,8 @@ def test_get_shows_live_process_states(
     response = httpx.get(api + f"/api/v1/clusters/{SHARED_CLUSTER}", headers=_auth(tokens["viewer"]))
     assert response.status_code == 200
     processes = response.json()["processes"]
-    assert processes["kube-apiserver-0"] is True and processes["etcd-0"] is True
+    assert processes["kube-apiserver-0"] is True
+    assert processes["etcd-0"] is True
 
 
 def test_revoked_and_expired_tokens_are_refused(platform: Platform, api: str) -> None:
@@ -119,10 +123,12 @@ def test_revoked_and_expired_tokens_are_refused(platform: Platform, api: str) ->
     assert httpx.get(api + "/api/v1/clusters", headers=_auth(token)).status_code == 200
     platform.tokens.revoke("api-test-revoked", now=platform.now())
     response = httpx.get(api + "/api/v1/clusters", headers=_auth(token))
-    assert response.status_code == 401 and "revoked" in response.json()["message"]
+    assert response.status_code == 401
+    assert "revoked" in response.json()["message"]
     expired, _ = platform.tokens.issue("api-test-expired", ("viewer",), expires_at=platform.now())
     response = httpx.get(api + "/api/v1/clusters", headers=_auth(expired))
-    assert response.status_code == 401 and "expired" in response.json()["message"]
+    assert response.status_code == 401
+    assert "expired" in response.json()["message"]
     response = httpx.get(api + "/api/v1/clusters", headers=_auth("ph_not-a-real-token"))
     assert response.status_code == 401
 
@@ -152,7 +158,8 @@ def test_duplicate_create_is_refused(api: str, tokens: dict[str, str], shared_cl
     response = httpx.post(
         api + "/api/v1/clusters", json={"name": SHARED_CLUSTER}, headers=_auth(tokens["platform-admin"])
     )
-    assert response.status_code == 409 and response.json()["code"] == "already_exists"
+    assert response.status_code == 409
+    assert response.json()["code"] == "already_exists"
 
 
 def test_create_poll_and_delete_a_cluster_through_the_api(

@@ -11,8 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import ConfigMap
-from lightkube.resources.core_v1 import Node
+from lightkube.resources.core_v1 import ConfigMap, Node
 
 from pilothouse import errors
 from pilothouse.binaries.cache import BinaryCache

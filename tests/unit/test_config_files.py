@@ -1,0 +1,49 @@
+"""Rendered control-plane configuration files."""
+
+from __future__ import annotations
+
+import base64
+import stat
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pilothouse.providers.local import config_files
+
+
+def test_audit_policy_never_records_secret_bodies() -> None:
+    policy = yaml.safe_load(config_files.render_audit_policy())
+    assert policy["kind"] == "Policy"
+    secret_rule = next(
+        r for r in policy["rules"] if any("secrets" in g.get("resources", []) for g in r.get("resources", []))
+    )
+    assert secret_rule["level"] == "Metadata"
+    index = policy["rules"].index(secret_rule)
+    assert all(r["level"] != "RequestResponse" for r in policy["rules"][:index])
+
+
+def test_encryption_config_uses_the_key() -> None:
+    key = bytes(range(32))
+    config = yaml.safe_load(config_files.render_encryption_config(key))
+    provider = config["resources"][0]["providers"][0]["secretbox"]["keys"][0]
+    assert base64.b64decode(provider["secret"]) == key
+    with pytest.raises(ValueError, match="32-byte"):
+        config_files.render_encryption_config(b"short")
+
+
+def test_kwok_stages_cover_nodes_and_pod_lifecycle() -> None:
+    stages = list(yaml.safe_load_all(config_files.kwok_stages()))
+    kinds = [(s["kind"], s["spec"]["resourceRef"]["kind"]) for s in stages]
+    assert ("Stage", "Node") in kinds
+    assert ("Stage", "Pod") in kinds
+    assert any(s["spec"]["next"].get("delete") for s in stages), "a stage completes pod deletion"
+
+
+def test_write_file_is_atomic_with_mode(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "f.yaml"
+    config_files.write_file(target, "a: 1\n", mode=0o600)
+    config_files.write_file(target, "a: 2\n", mode=0o600)
+    assert target.read_text() == "a: 2\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert [p.name for p in target.parent.iterdir()] == ["f.yaml"]
