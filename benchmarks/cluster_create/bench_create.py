@@ -310,7 +310,7 @@ class Tool:
                 result.marks.update(self.phases(out))
                 if rc != 0:
                     poller.cancel()
-                    result.error = f"{mark}: exit status {rc}: {out.strip()[-600:]}"
+                    result.error = f"{mark}: exit status {rc}: {_last_line(out)}"
                     return
             result.command_s = time.monotonic() - t0
             result.ready_s = await poller
@@ -326,7 +326,7 @@ class Tool:
                 try:
                     rc, out = await _quiet_command(self.delete_argv(home, cluster), env)
                     if rc != 0:
-                        result.error += f" [delete failed: {out.strip()[-300:]}]"
+                        result.error += f" [delete failed: {_last_line(out)}]"
                 finally:
                     await asyncio.to_thread(_clean_up, sampler, result)
 
@@ -385,7 +385,7 @@ class KwokctlTool(Tool):
         return root / "kubeconfig.yaml"
 
     def _global(self, home: Path, cluster: str) -> list[str]:
-        return [str(self.binaries / "kwokctl"), f"--name={cluster}", f"--config={home / 'kwok.yaml'}"]
+        return [str(self.binaries / "kwokctl"), f"--name={cluster}"]  # config: $KWOK_WORKDIR/kwok.yaml
 
     def create_steps(self, home: Path, cluster: str, control_planes: int) -> list[tuple[str, list[str]]]:
         audit = home / "audit-policy.yaml"  # the policy Pilothouse gives its API servers
@@ -411,6 +411,11 @@ class KwokctlTool(Tool):
 
     def delete_argv(self, home: Path, cluster: str) -> list[str]:
         return [*self._global(home, cluster), "delete", "cluster", f"--kubeconfig={home / 'kubeconfig'}"]
+
+
+def _last_line(output: str) -> str:
+    lines = output.strip().splitlines()
+    return lines[-1][-300:] if lines else "(no output)"
 
 
 def _record(sampler: Sampler, result: RunResult) -> None:

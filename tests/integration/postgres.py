@@ -6,7 +6,8 @@ otherwise a private throwaway server from Debian's PostgreSQL 15 binaries:
 private socket dir and fsync off, ``pg_ctl stop -m immediate`` and removal at
 the end of the session. PostgreSQL refuses to run as root, so as root the
 binaries run as the ``postgres`` OS user (``runuser``). Missing binaries fail
-the tests with the install command; they never skip.
+the tests with the install command; they never skip. ``PILOTHOUSE_TEST_PG_BIN``
+overrides the binary directory (another PostgreSQL major version).
 
 ``store_url`` (function) is a fresh empty database on each backend: a SQLite
 file in ``tmp_path``, or a uniquely named database created on the server and
@@ -102,9 +103,9 @@ def _start_server(root: Path) -> int:
     for _attempt in range(3):
         port = free_port()
         options = f"-k {sockets} -h 127.0.0.1 -p {port} -F"
+        pg_ctl = [str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60"]
         result = subprocess.run(
-            [*_as_server_user(), str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60"]
-            + ["-o", options, "start"],
+            [*_as_server_user(), *pg_ctl, "-o", options, "start"],
             capture_output=True,
             text=True,
             check=False,

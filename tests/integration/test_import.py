@@ -13,12 +13,14 @@ import asyncio
 import base64
 import dataclasses
 import hashlib
+import http.server
 import json
 import os
 import socket
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -77,7 +79,8 @@ def shared_runtime(platform: Platform) -> LocalRuntime:
 
 def shared_pids(platform: Platform) -> dict[str, int]:
     view = platform.clusters.view(SHARED_CLUSTER)
-    assert view.processes and all(view.processes.values()), view.processes
+    assert view.processes
+    assert all(view.processes.values()), view.processes
     return {name: rec.pid for name, rec in LocalRuntime.from_dict(view.record.runtime).processes.items()}
 
 
@@ -130,7 +133,9 @@ async def default_service_account_uid(creds: ClusterCredentials) -> str:
                 raise
 
         account = await eventually(read, lambda sa: sa is not None, timeout=60)
-    assert account is not None and account.metadata is not None and account.metadata.uid
+    assert account is not None
+    assert account.metadata is not None
+    assert account.metadata.uid
     return account.metadata.uid
 
 
@@ -183,7 +188,14 @@ async def test_import_the_local_clusters_kubeconfig(
     assert record.phase == ClusterPhase.RUNNING
     assert record.server_url == shared_cluster.server_url
     assert record.secret_names == (KUBECONFIG_SECRET,)
-    assert platform.clusters.get(name) == dataclasses.replace(record, created_at=record.created_at)
+    stored = platform.clusters.get(name)
+    assert (stored.id, stored.provider, stored.kubernetes_version, stored.server_url, stored.runtime) == (
+        record.id,
+        "import",
+        "1.36.3",
+        shared_cluster.server_url,
+        {"nodes": SHARED_NODES},
+    )
     assert len(platform.clusters.clusters()) == count + 1
     assert platform.clusters.view(name).processes == {}  # Pilothouse runs nothing for it
 
@@ -255,12 +267,14 @@ async def test_import_through_the_cli(
     assert f"imported {name}: Kubernetes v1.36.3, {SHARED_NODES} nodes" in result.stdout
     record = platform.clusters.get(name)
     assert record.provider == "import"
-    assert record.spec == {"context": "live"}
+    assert record.server_url == shared_cluster.server_url  # the --context one, not current-context
 
     listing = await cli(pilothouse_env, "cluster", "list")
     assert listing.returncode == 0, listing.stderr
     row = next(line for line in listing.stdout.splitlines() if f" {name} " in line)
-    assert "import" in row and "1.36.3" in row and str(SHARED_NODES) in row
+    assert " import " in row
+    assert " 1.36.3 " in row
+    assert f" {SHARED_NODES} " in row
 
     out = tmp_path / "out" / "exported.kubeconfig"
     out.parent.mkdir()
@@ -395,4 +409,43 @@ async def test_malformed_kubeconfig_text(platform: Platform, shared_cluster: Clu
     request = requests.parse(requests.ImportCluster, name="malformed", kubeconfig="clusters: [unclosed")
     with nothing_stored(platform), pytest.raises(errors.KubeconfigInvalid) as exc:
         await platform.clusters.import_cluster(request, source="pasted.yaml")
-    assert exc.value.message == "kubeconfig pasted.yaml: is not valid YAML at line 2"
+    assert exc.value.message == "kubeconfig pasted.yaml: is not valid YAML at line 1"
+
+
+class _NotKubernetes(http.server.BaseHTTPRequestHandler):
+    """A web server that is not an API server: what a kubeconfig with the wrong port often reaches."""
+
+    def do_GET(self) -> None:
+        body = b"<html>hello</html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def web_server() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotKubernetes)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+async def test_server_that_is_not_kubernetes(
+    platform: Platform, shared_cluster: ClusterRecord, web_server: str
+) -> None:
+    creds = ClusterCredentials(server=web_server, context="web", token="whatever")
+    with nothing_stored(platform), pytest.raises(errors.ClusterUnreachable) as exc:
+        await platform.clusters.import_cluster(import_request("web-server", creds))
+    assert (
+        exc.value.message
+        == f"{web_server}/version did not answer with JSON: it is not a Kubernetes API server"
+    )
+    assert "server URL" in exc.value.hint

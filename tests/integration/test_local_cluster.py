@@ -80,7 +80,8 @@ async def test_a_restarted_pilothouse_finds_its_cluster_running(
     try:
         view = restarted.clusters.view(SHARED_CLUSTER)
         assert view.record.phase == ClusterPhase.RUNNING
-        assert view.processes and all(view.processes.values()), view.processes
+        assert view.processes
+        assert all(view.processes.values()), view.processes
         assert await restarted.clusters.reconcile_local() == []
     finally:
         restarted.close()

@@ -249,7 +249,7 @@ def test_a_failing_add_with_secrets_leaves_no_rows(
         add_cluster(
             store,
             "beta",
-            secrets={"kubeconfig": KUBECONFIG, "token": "not bytes"},  # type: ignore[dict-item]
+            secrets={"kubeconfig": KUBECONFIG, "token": "not bytes"},
         )
 
     assert store.find("beta") is None
@@ -372,7 +372,8 @@ def test_authenticate_returns_the_tokens_info(token_store: tokens.TokenStore) ->
     token, info = token_store.issue("ci", ("operator",))
 
     assert token_store.authenticate(token, now=T0) == info
-    assert info.expires_at is None and info.revoked_at is None
+    assert info.expires_at is None
+    assert info.revoked_at is None
 
 
 @pytest.mark.parametrize("candidate", ["ph_unknown", "", "not-a-token"])
@@ -478,7 +479,8 @@ def test_unreachable_postgres_raises_without_the_password(closed_port: int) -> N
     assert f"127.0.0.1:{closed_port}" in error.message
     shown = " ".join([str(error), repr(error), error.message, error.hint, str(error.to_dict())])
     assert "s3cret-pw" not in shown
-    assert error.__cause__ is None and error.__suppress_context__
+    assert error.__cause__ is None
+    assert error.__suppress_context__
 
 
 def test_sqlite_creates_the_parent_directory(tmp_path: Path) -> None:

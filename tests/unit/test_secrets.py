@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import stat
 from pathlib import Path
 
@@ -96,7 +97,11 @@ def test_each_new_key_file_gets_its_own_key(tmp_path: Path) -> None:
     assert secrets.load_or_create_key(tmp_path / "a.key") != secrets.load_or_create_key(tmp_path / "b.key")
 
 
-@pytest.mark.parametrize("content", [b"", b"not a key\n", b"\xff\xfe\x00garbage", Fernet.generate_key()[:-4]])
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"not a key\n", b"\xff\xfe\x00garbage", base64.urlsafe_b64encode(bytes(24))],
+    ids=["empty", "text", "binary", "short-key"],
+)
 def test_a_corrupt_key_file_raises_and_is_left_alone(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "secret.key"
     path.write_bytes(content)

@@ -63,6 +63,8 @@ def up(
         config = uvicorn.Config(app, host=listen_host, port=listen_port, log_level="warning", lifespan="on")
         try:
             asyncio.run(uvicorn.Server(config).serve())
+        except KeyboardInterrupt:
+            pass  # uvicorn re-raises the SIGINT it handled; shutting down is what was asked
         except OSError as exc:
             raise errors.PortUnavailable(
                 f"cannot listen on {listen_host}:{listen_port}: {exc.strerror}",
