@@ -27,7 +27,6 @@ import datetime
 import json
 import os
 import platform
-import re
 import shutil
 import signal
 import statistics
@@ -46,8 +45,7 @@ from pilothouse.kube import credentials
 from pilothouse.kube import nodes as kube_nodes
 from pilothouse.providers.local import config_files
 
-ROOT = Path(__file__).resolve().parents[2]
-PILOTHOUSE = ROOT / ".venv" / "bin" / "pilothouse"
+PILOTHOUSE = Path(sys.executable).parent / "pilothouse"  # the CLI of the venv running this script
 MIB = 1024 * 1024
 SAMPLE_INTERVAL = 0.2
 POLL_INTERVAL = 0.25
@@ -70,8 +68,8 @@ CONFIGS = {"single": 1, "ha": 3}
 
 def _system_busy() -> float:
     """CPU seconds the whole machine has spent not idle."""
-    times = psutil.cpu_times()
-    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + t.irq + t.softirq + t.steal  # guest time is inside user
 
 
 def _own_cpu() -> float:
@@ -110,6 +108,7 @@ class Sampler(threading.Thread):
         self._own_cpu = _own_cpu()
         self.other_cpu_s = 0.0
         self.cluster_cpu_s = 0.0
+        self.window_s = 0.0
 
     @property
     def seen_cluster_processes(self) -> int:
@@ -121,6 +120,7 @@ class Sampler(threading.Thread):
             return
         self._halt.set()
         self.join()
+        self.window_s = time.monotonic() - self.t0
         self.cluster_cpu_s = sum(self._cluster_cpu.values())
         busy = _system_busy() - self._system_busy
         own = _own_cpu() - self._own_cpu
@@ -196,8 +196,13 @@ class Sampler(threading.Thread):
 # ----- readiness -------------------------------------------------------------------------------
 
 
-async def wait_nodes_ready(kubeconfig: Path, expected: int, t0: float, timeout: float) -> float | None:
-    """Seconds from ``t0`` until the API lists ``expected`` Ready nodes (None: timed out)."""
+async def wait_nodes_ready(
+    kubeconfig: Path, expected: int, t0: float, timeout: float, marks: dict[str, float]
+) -> float | None:
+    """Seconds from ``t0`` until the API lists ``expected`` Ready nodes (None: timed out).
+
+    Also marks when the API first answered and when all nodes were registered.
+    """
     deadline = t0 + timeout
     while time.monotonic() < deadline:
         try:
@@ -208,11 +213,17 @@ async def wait_nodes_ready(kubeconfig: Path, expected: int, t0: float, timeout: 
         async with kube_client.open_client(creds, timeout=5.0) as client:
             while time.monotonic() < deadline:
                 try:
-                    ready, _total = await kube_nodes.count_ready(client)
+                    ready, total = await kube_nodes.count_ready(client)
                 except Exception:  # API not up yet, RBAC bootstrapping, load balancer warming up
-                    ready = 0
+                    ready = total = -1
+                now = round(time.monotonic() - t0, 2)
+                if total >= 0:
+                    marks.setdefault("API answered", now)
+                if total >= expected:
+                    marks.setdefault("nodes registered", now)
                 if ready >= expected:
-                    return time.monotonic() - t0
+                    marks["nodes Ready"] = now
+                    return now
                 await asyncio.sleep(POLL_INTERVAL)
     return None
 
@@ -236,6 +247,7 @@ class RunResult:
     marks: dict[str, float] = field(default_factory=dict)
     cluster_cpu_s: float = 0.0  # CPU seconds the cluster's processes used in the window
     other_cpu_s: float = 0.0  # CPU seconds used by anything else on the machine (noise)
+    window_s: float = 0.0  # how long the sampler ran (start to Ready + 5 s)
     foreign_processes: int = 0
     load_before: float = 0.0
     error: str = ""
@@ -289,9 +301,6 @@ class Tool:
     def delete_argv(self, home: Path, cluster: str) -> list[str]:
         raise NotImplementedError
 
-    def phases(self, output: str) -> dict[str, float]:
-        return {}
-
     async def measure(self, result: RunResult, home: Path) -> None:
         cluster = f"bench-{result.config}-{result.run}"
         env = self.env(home)
@@ -302,12 +311,11 @@ class Tool:
         sampler.start()
         try:
             poller = asyncio.create_task(
-                wait_nodes_ready(self.kubeconfig(root), self.nodes, t0, self.timeout)
+                wait_nodes_ready(self.kubeconfig(root), self.nodes, t0, self.timeout, result.marks)
             )
             for mark, argv in steps:
                 rc, out = await _run_command(argv, env, sampler)
                 result.marks[mark] = round(time.monotonic() - t0, 2)
-                result.marks.update(self.phases(out))
                 if rc != 0:
                     poller.cancel()
                     result.error = f"{mark}: exit status {rc}: {_last_line(out)}"
@@ -343,7 +351,6 @@ class PilothouseTool(Tool):
             "PILOTHOUSE_CONFIG_DIR": str(home / "config"),
             "PILOTHOUSE_CONFIG": str(home / "config" / "config.yaml"),
             "PILOTHOUSE_CACHE_DIR": str(self.binaries.parent.parent),
-            "COLUMNS": "160",
         }
 
     def root(self, home: Path, cluster: str) -> Path:
@@ -359,16 +366,6 @@ class PilothouseTool(Tool):
     def delete_argv(self, home: Path, cluster: str) -> list[str]:
         return [str(PILOTHOUSE), "cluster", "delete", cluster, "--yes"]
 
-    def phases(self, output: str) -> dict[str, float]:
-        """Elapsed times of the CLI's progress bars (``processes … 0:00:07``), whole seconds."""
-        found: dict[str, float] = {}
-        for line in output.splitlines():
-            match = re.search(r"\b(processes|nodes)\b.*?(\d+):(\d\d):(\d\d)\s*$", line)
-            if match:
-                h, m, s = (int(g) for g in match.group(2, 3, 4))
-                found[f"cli bar '{match.group(1)}' elapsed"] = float(h * 3600 + m * 60 + s)
-        return found
-
 
 class KwokctlTool(Tool):
     """``kwokctl create cluster --runtime binary --wait`` then ``kwokctl scale node``, same binaries."""
@@ -376,7 +373,8 @@ class KwokctlTool(Tool):
     name = "kwokctl"
 
     def env(self, home: Path) -> dict[str, str]:
-        return {**os.environ, "KWOK_WORKDIR": str(home / "work")}
+        # HOME too: client-go would put its discovery cache in ~/.kube/cache
+        return {**os.environ, "KWOK_WORKDIR": str(home / "work"), "HOME": str(home)}
 
     def root(self, home: Path, cluster: str) -> Path:
         return home / "work" / "clusters" / cluster
@@ -428,6 +426,7 @@ def _record(sampler: Sampler, result: RunResult) -> None:
     result.marks.update({f"{k} started": round(v, 2) for k, v in sampler.first_seen.items()})
     result.cluster_cpu_s = round(sampler.cluster_cpu_s, 1)
     result.other_cpu_s = round(sampler.other_cpu_s, 1)
+    result.window_s = round(sampler.window_s, 1)
     result.foreign_processes = len(sampler.foreign)
 
 
@@ -461,7 +460,7 @@ def wait_for_quiet(max_wait: float, threshold: float = 20.0) -> float:
         if time.monotonic() > deadline:
             print(f"  (machine still busy: {busy:.0f}% CPU; measuring anyway)", flush=True)
             return os.getloadavg()[0]
-        if not announced:
+        if not announced and busy >= threshold:
             print(f"  waiting for a quiet machine ({busy:.0f}% CPU busy)", flush=True)
             announced = True
 
@@ -491,38 +490,55 @@ def _median(values: list[float | None]) -> float | None:
     return statistics.median(present) if present else None
 
 
-def report(results: list[RunResult]) -> str:
+def noise(r: RunResult) -> float:
+    """Share (%) of the machine's CPU capacity that other processes used during the run."""
+    capacity = r.window_s * (os.cpu_count() or 1)
+    return 100 * r.other_cpu_s / capacity if capacity else 0.0
+
+
+def report(results: list[RunResult], noise_limit: float) -> str:
     lines = [
         "| config | tool | run | s to all nodes Ready | s to command(s) returned | peak cluster RSS MiB "
-        "| peak command RSS MiB | processes | cluster CPU s | other CPU s | notes |",
+        "| peak command RSS MiB | processes | cluster CPU s | other load % | notes |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        notes = r.error or (f"{r.foreign_processes} other cluster processes" if r.foreign_processes else "")
+        notes = r.error or ("noisy: left out of the medians" if noise(r) > noise_limit else "")
         lines.append(
             f"| {r.config} ({r.control_planes} CP) | {r.tool} | {r.run} | {_fmt(r.ready_s)} | {_fmt(r.command_s)} "
             f"| {_fmt(r.peak_cluster_mib, 0)} | {_fmt(r.peak_command_mib, 0)} | {r.processes} "
-            f"| {_fmt(r.cluster_cpu_s)} | {_fmt(r.other_cpu_s)} | {notes} |"
+            f"| {_fmt(r.cluster_cpu_s)} | {noise(r):.0f} | {notes} |"
         )
     lines += [
         "",
-        "| config | pilothouse s (median) | kwokctl s (median) | time ratio | pilothouse MiB | kwokctl MiB "
+        "| config | runs used (P/K) | pilothouse s | kwokctl s | time ratio | pilothouse MiB | kwokctl MiB "
         "| memory ratio |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
+    goals: list[str] = []
     for config in dict.fromkeys(r.config for r in results):
-        ph = [r for r in results if r.config == config and r.tool == "pilothouse"]
-        kw = [r for r in results if r.config == config and r.tool == "kwokctl"]
+
+        def used(tool: str, config: str = config) -> list[RunResult]:
+            done = [r for r in results if r.config == config and r.tool == tool and r.ready_s is not None]
+            quiet = [r for r in done if noise(r) <= noise_limit]
+            return quiet or done  # all noisy: use them all rather than nothing
+
+        ph, kw = used("pilothouse"), used("kwokctl")
         ph_s, kw_s = _median([r.ready_s for r in ph]), _median([r.ready_s for r in kw])
-        ph_m = _median([r.peak_cluster_mib for r in ph if r.ready_s is not None])
-        kw_m = _median([r.peak_cluster_mib for r in kw if r.ready_s is not None])
+        ph_m, kw_m = _median([r.peak_cluster_mib for r in ph]), _median([r.peak_cluster_mib for r in kw])
         t_ratio = ph_s / kw_s if ph_s and kw_s else None
         m_ratio = ph_m / kw_m if ph_m and kw_m else None
         lines.append(
-            f"| {config} | {_fmt(ph_s)} | {_fmt(kw_s)} | {_fmt(t_ratio, 2)} | {_fmt(ph_m, 0)} | {_fmt(kw_m, 0)} "
-            f"| {_fmt(m_ratio, 2)} |"
+            f"| {config} | {len(ph)}/{len(kw)} | {_fmt(ph_s)} | {_fmt(kw_s)} | {_fmt(t_ratio, 2)} "
+            f"| {_fmt(ph_m, 0)} | {_fmt(kw_m, 0)} | {_fmt(m_ratio, 2)} |"
         )
-    lines.append("")
+        if config == "single" and t_ratio is not None:
+            verdict = "met" if t_ratio <= 1.5 else "MISSED"
+            goals.append(f"goal single <= 1.5x kwokctl: {t_ratio:.2f}x, {verdict}")
+        if config == "ha" and ph_s is not None:
+            verdict = "met" if ph_s < 60 else "MISSED"
+            goals.append(f"goal HA Ready in < 60 s: {ph_s:.1f} s, {verdict}")
+    lines += ["", "(medians; times from the first command's start; ratio = pilothouse / kwokctl)", *goals, ""]
     for r in results:
         marks = ", ".join(f"{k} {v:.1f}" for k, v in sorted(r.marks.items(), key=lambda kv: kv[1]))
         by = ", ".join(f"{k} {v:.0f}" for k, v in r.peak_by_component_mib.items())
@@ -578,7 +594,7 @@ async def main_async(args: argparse.Namespace) -> list[RunResult]:
                     flush=True,
                 )
     print()
-    print(report(results))
+    print(report(results, args.noise_limit))
     if args.json:
         payload = {"machine": info, "kwokctl": kwok_version.strip(), "results": [asdict(r) for r in results]}
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
@@ -595,6 +611,12 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=300.0, help="per run, seconds")
     parser.add_argument(
         "--quiet-wait", type=float, default=600.0, help="max seconds to wait for a quiet machine"
+    )
+    parser.add_argument(
+        "--noise-limit",
+        type=float,
+        default=25.0,
+        help="runs where other processes used more than this %% of the CPUs are left out of the medians",
     )
     parser.add_argument("--cooldown", type=float, default=5.0, help="seconds between runs")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")

@@ -74,7 +74,7 @@ def _processes_under(data_dir: Path) -> set[int]:
 
 def _listeners(pids: set[int]) -> set[tuple[int, int]]:
     return {
-        (conn.pid, conn.laddr.port)
+        (conn.pid, int(getattr(conn.laddr, "port", 0)))
         for conn in psutil.net_connections(kind="inet")
         if conn.status == psutil.CONN_LISTEN and conn.pid in pids
     }
@@ -91,6 +91,7 @@ def nothing_created(platform: Platform) -> Iterator[None]:
     dirs = _cluster_dirs(platform)
     processes = _processes_under(platform.settings.data_dir)
     listeners = _listeners(processes)
+    assert listeners, "the session cluster's processes are visible, so a new one would be too"
     yield
     assert platform.clusters.clusters() == records  # same names, and no record changed
     assert _cluster_dirs(platform) == dirs
@@ -100,12 +101,10 @@ def nothing_created(platform: Platform) -> Iterator[None]:
 
 
 @pytest.fixture
-def cli(
-    platform: Platform, shared_cluster: ClusterRecord, pilothouse_env: dict[str, str]
-) -> Iterator[dict[str, str]]:
+def cli(platform: Platform, shared_cluster: ClusterRecord, pilothouse_env: dict[str, str]) -> dict[str, str]:
     """The CLI's environment, with the session cluster up (so ``shared`` is a taken name)."""
     assert platform.clusters.view(SHARED_CLUSTER).processes
-    yield pilothouse_env
+    return pilothouse_env
 
 
 def closed_port() -> int:

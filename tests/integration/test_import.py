@@ -182,7 +182,8 @@ async def test_import_the_local_clusters_kubeconfig(
     request = requests.parse(requests.ImportCluster, name=name, kubeconfig=path.read_text())
     record = await platform.clusters.import_cluster(request, source=str(path), base_dir=path.parent)
 
-    assert record.provider == ProviderKind.IMPORT == "import"
+    assert record.provider == ProviderKind.IMPORT
+    assert record.provider == "import"
     assert record.kubernetes_version == "1.36.3"
     assert record.runtime == {"nodes": SHARED_NODES}
     assert record.phase == ClusterPhase.RUNNING

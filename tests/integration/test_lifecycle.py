@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -20,6 +19,7 @@ from lightkube.resources.core_v1 import ConfigMap
 
 from pilothouse.binaries.cache import BinaryCache
 from pilothouse.fleet import requests
+from pilothouse.fleet.leases import holder_is_dead
 from pilothouse.kube import client as kube_client
 from pilothouse.platform import Platform
 from pilothouse.providers.local.provider import LocalRuntime
@@ -107,11 +107,10 @@ async def test_create_killed_mid_way_is_resumed_by_the_reconciler(
     assert interrupted.phase == ClusterPhase.PROVISIONING
     etcd_pid = interrupted.runtime["processes"]["etcd-0"]["pid"]
 
-    # A fresh record is someone's create in flight: left alone.
-    assert await platform.clusters.reconcile_local() == []
-    # Once stale, it belongs to a crashed Pilothouse: resumed.
-    later = platform.now() + timedelta(minutes=5)
-    assert await platform.clusters.reconcile_local(now=later) == [name]
+    # The lease's holder (the killed CLI) is gone from this host: the reconciler takes over at once.
+    assert interrupted.lease_holder is not None
+    assert holder_is_dead(interrupted.lease_holder)
+    assert await platform.clusters.reconcile_local() == [name]
 
     resumed = platform.clusters.view(name)
     assert resumed.record.phase == ClusterPhase.RUNNING

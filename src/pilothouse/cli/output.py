@@ -59,8 +59,13 @@ def progress_bars() -> Iterator[ProgressSink]:
         transient=False,
     )
     tasks: dict[str, Any] = {}
+    started = False
 
     def sink(event: ProgressEvent) -> None:
+        nonlocal started
+        if not started:  # start drawing on the first event, so an early error prints no blank line
+            started = True
+            progress.start()
         task = tasks.get(event.phase)
         total = event.total or None
         if task is None:
@@ -70,5 +75,8 @@ def progress_bars() -> Iterator[ProgressSink]:
         else:
             progress.update(task, description=event.message, total=total, completed=event.done)
 
-    with progress:
+    try:
         yield sink
+    finally:
+        if started:
+            progress.stop()

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
@@ -23,7 +23,8 @@ import structlog
 from pilothouse import errors
 from pilothouse.binaries import catalog
 from pilothouse.binaries.cache import BinaryCache
-from pilothouse.fleet import requests
+from pilothouse.fleet import reconciliation, requests
+from pilothouse.fleet.leases import Leases
 from pilothouse.kube import client as kube_client
 from pilothouse.kube.credentials import ClusterCredentials, parse_kubeconfig
 from pilothouse.progress import ProgressEvent, ProgressSink, discard
@@ -38,8 +39,6 @@ from pilothouse.vocabulary import ClusterPhase, DesiredState, ProviderKind
 log = structlog.get_logger(__name__)
 
 KUBECONFIG_SECRET = "kubeconfig"  # noqa: S105 - the secret's name
-#: A Provisioning record untouched this long belongs to a crashed Pilothouse.
-STALE_OPERATION = timedelta(seconds=90)
 
 
 @dataclass(frozen=True)
@@ -67,10 +66,7 @@ class ClusterRegistry:
         self.local = LocalProvider(
             clusters_dir=settings.clusters_dir, binaries=self.binaries, haproxy_binary=settings.haproxy_binary
         )
-        self._locks: dict[str, asyncio.Lock] = {}
-
-    def _lock(self, name: str) -> asyncio.Lock:
-        return self._locks.setdefault(name, asyncio.Lock())
+        self.leases = Leases(self.store)
 
     # ----- reads ------------------------------------------------------------------------
 
@@ -137,16 +133,22 @@ class ClusterRegistry:
         log.info(
             "cluster.create", cluster=spec.name, provider="local", nodes=spec.nodes, cps=spec.control_planes
         )
-        return self.store.add(
-            name=spec.name,
-            provider=ProviderKind.LOCAL,
-            desired_state=DesiredState.RUNNING,
-            phase=ClusterPhase.PROVISIONING,
-            kubernetes_version=version,
-            spec={"control_planes": spec.control_planes, "nodes": spec.nodes},
-            runtime=runtime.to_dict(),
-            message="writing PKI and configuration",
-        )
+        lease = self.leases.initial(spec.name)
+        try:
+            return self.store.add(
+                name=spec.name,
+                provider=ProviderKind.LOCAL,
+                desired_state=DesiredState.RUNNING,
+                phase=ClusterPhase.PROVISIONING,
+                kubernetes_version=version,
+                spec={"control_planes": spec.control_planes, "nodes": spec.nodes},
+                runtime=runtime.to_dict(),
+                message="writing PKI and configuration",
+                lease=lease,
+            )
+        except BaseException:
+            self.leases.forget(spec.name)
+            raise
 
     async def finish_local(
         self, record: ClusterRecord, *, progress: ProgressSink = discard, keep_failed_record: bool = False
@@ -155,63 +157,76 @@ class ClusterRegistry:
         and so is the record unless ``keep_failed_record`` (the API keeps it, Failed, to show why)."""
         spec = local_spec(record)
         runtime = LocalRuntime.from_dict(record.runtime)
-        try:
-            return await self._bring_up(record, spec, runtime, progress)
-        except BaseException as exc:
-            log.warning("cluster.create_failed", cluster=spec.name, error=str(exc))
-            self.local.delete(spec, runtime, persist=lambda _rt: None)
-            if keep_failed_record and isinstance(exc, errors.PilothouseError):
-                self.store.update(spec.name, phase=ClusterPhase.FAILED, message=str(exc), runtime={})
-            else:
-                self.store.remove(spec.name)
-            raise
+        async with self.leases.hold(record.name, reserved=True):
+            try:
+                return await self._bring_up(record, spec, runtime, progress)
+            except BaseException as exc:
+                log.warning("cluster.create_failed", cluster=spec.name, error=str(exc))
+                self.local.delete(spec, runtime, persist=lambda _rt: None)
+                if keep_failed_record and isinstance(exc, errors.PilothouseError):
+                    self.store.update(spec.name, phase=ClusterPhase.FAILED, message=str(exc), runtime={})
+                else:
+                    self.store.remove(spec.name)
+                raise
 
     async def _bring_up(
         self, record: ClusterRecord, spec: LocalClusterSpec, runtime: LocalRuntime, progress: ProgressSink
     ) -> ClusterRecord:
+        """Start what is not running and wait for readiness; the caller holds the lease."""
         name = record.name
-        async with self._lock(name):
-            with self._progress_to_record(name, progress) as sink:
-                await self.local.start(
-                    spec,
-                    runtime,
-                    persist=lambda rt: self.store.update(name, runtime=rt.to_dict()),
-                    progress=sink,
-                )
-            creds = self.local.admin_credentials(spec, runtime)
-            self.store.put_secret(name, KUBECONFIG_SECRET, creds.to_yaml(name).encode())
-            return self.store.update(
-                name,
-                phase=ClusterPhase.RUNNING,
-                message=f"{spec.nodes} nodes Ready",
-                server_url=creds.server,
-                runtime=runtime.to_dict(),
-            )
-
-    async def start(self, name: str, *, progress: ProgressSink = discard) -> ClusterRecord:
-        record = self._local_record(name)
-        spec = local_spec(record)
-        runtime = LocalRuntime.from_dict(record.runtime)
-        self.store.update(
-            name, desired_state=DesiredState.RUNNING, phase=ClusterPhase.PROVISIONING, message="starting"
-        )
-        try:
-            return await self._bring_up(record, spec, runtime, progress)
-        except errors.PilothouseError as exc:
-            self.store.update(name, phase=ClusterPhase.FAILED, message=exc.message)
-            raise
-
-    async def stop(self, name: str) -> ClusterRecord:
-        record = self._local_record(name)
-        runtime = LocalRuntime.from_dict(record.runtime)
-        async with self._lock(name):
-            self.store.update(name, desired_state=DesiredState.STOPPED, message="stopping")
-            await asyncio.to_thread(
-                self.local.stop,
-                local_spec(record),
+        with self._progress_to_record(name, progress) as sink:
+            await self.local.start(
+                spec,
                 runtime,
                 persist=lambda rt: self.store.update(name, runtime=rt.to_dict()),
+                progress=sink,
             )
+        creds = self.local.admin_credentials(spec, runtime)
+        self.store.put_secret(name, KUBECONFIG_SECRET, creds.to_yaml(name).encode())
+        return self.store.update(
+            name,
+            phase=ClusterPhase.RUNNING,
+            message=f"{spec.nodes} nodes Ready",
+            server_url=creds.server,
+            runtime=runtime.to_dict(),
+        )
+
+    async def start(
+        self, name: str, *, progress: ProgressSink = discard, now: datetime | None = None
+    ) -> ClusterRecord:
+        """Start (or resume, or repair) a local cluster; idempotent."""
+        self._local_record(name)
+        async with self.leases.hold(name, now=now):
+            record = self.store.get(name)  # re-read under the lease
+            if not record.runtime:
+                raise errors.Conflict(
+                    f"cluster {name!r} failed before its processes were set up: {record.message}",
+                    hint=f"delete it (`pilothouse cluster delete {name}`) and create it again",
+                )
+            self.store.update(
+                name, desired_state=DesiredState.RUNNING, phase=ClusterPhase.PROVISIONING, message="starting"
+            )
+            try:
+                return await self._bring_up(
+                    record, local_spec(record), LocalRuntime.from_dict(record.runtime), progress
+                )
+            except errors.PilothouseError as exc:
+                self.store.update(name, phase=ClusterPhase.FAILED, message=exc.message)
+                raise
+
+    async def stop(self, name: str, *, now: datetime | None = None) -> ClusterRecord:
+        """Stop every process of a local cluster, keeping its data; idempotent."""
+        self._local_record(name)
+        async with self.leases.hold(name, now=now):
+            record = self.store.get(name)
+            self.store.update(name, desired_state=DesiredState.STOPPED, message="stopping")
+            if record.runtime:
+                await asyncio.to_thread(
+                    self.local.stop,
+                    local_spec(record),
+                    LocalRuntime.from_dict(record.runtime),
+                    persist=lambda rt: self.store.update(name, runtime=rt.to_dict()),
+                )
             return self.store.update(name, phase=ClusterPhase.STOPPED, message="stopped")
 
     def _local_record(self, name: str) -> ClusterRecord:
@@ -253,9 +268,11 @@ class ClusterRegistry:
 
     # ----- delete -----------------------------------------------------------------------
 
-    async def delete(self, name: str) -> None:
-        record = self.store.get(name)
-        async with self._lock(name):
+    async def delete(self, name: str, *, now: datetime | None = None) -> None:
+        """Delete a cluster: a local one's processes and files too. Resumable."""
+        self.store.get(name)
+        async with self.leases.hold(name, now=now):
+            record = self.store.get(name)
             if record.provider == ProviderKind.LOCAL and record.runtime:
                 self.store.update(name, phase=ClusterPhase.DELETING, message="stopping processes")
                 runtime = LocalRuntime.from_dict(record.runtime)
@@ -266,7 +283,6 @@ class ClusterRegistry:
                     persist=lambda rt: self.store.update(name, runtime=rt.to_dict()),
                 )
             self.store.remove(name)
-        self._locks.pop(name, None)
         log.info("cluster.deleted", cluster=name)
 
     # ----- reconciliation ---------------------------------------------------------------
@@ -274,46 +290,34 @@ class ClusterRegistry:
     async def reconcile_local(self, *, now: datetime | None = None) -> list[str]:
         """Converge every local cluster to its desired state; return the names acted on.
 
-        Level-triggered and idempotent: a Running cluster with a dead process gets it
-        restarted, a Provisioning record left stale by a crash is resumed, a Stopped
-        cluster with live processes is stopped. Clusters another task is working on are
-        skipped (their lock is held).
+        Level-triggered and idempotent (``reconciliation.decide`` says what to do): a
+        Running cluster with a dead process gets it restarted, a create or delete that a
+        crashed Pilothouse left half-done is finished, a Stopped cluster with live
+        processes is stopped. Clusters whose lease another live process holds are skipped.
         """
         moment = now or datetime.now(UTC)
         acted: list[str] = []
         for record in self.store.clusters():
-            if (
-                record.provider != ProviderKind.LOCAL
-                or not record.runtime
-                or self._lock(record.name).locked()
-            ):
+            if record.provider != ProviderKind.LOCAL or not record.runtime:
                 continue
-            runtime = LocalRuntime.from_dict(record.runtime)
-            states = self.local.process_states(runtime)
-            updated = record.updated_at if record.updated_at.tzinfo else record.updated_at.replace(tzinfo=UTC)
-            stale = moment - updated > STALE_OPERATION
+            if self.leases.busy(record, moment):
+                continue
+            states = self.local.process_states(LocalRuntime.from_dict(record.runtime))
+            action = reconciliation.decide(record.desired_state, record.phase, states)
+            if action is reconciliation.Action.NONE:
+                continue
+            acted.append(record.name)
+            dead = sorted(k for k, alive in states.items() if not alive)
+            log.info(
+                "cluster.reconcile", cluster=record.name, phase=record.phase, action=action.value, dead=dead
+            )
             try:
-                if record.desired_state == DesiredState.RUNNING:
-                    if record.phase == ClusterPhase.DELETING:
-                        if stale:
-                            acted.append(record.name)
-                            await self.delete(record.name)
-                        continue
-                    in_flight = record.phase == ClusterPhase.PROVISIONING and not stale
-                    healthy = record.phase == ClusterPhase.RUNNING and states and all(states.values())
-                    if in_flight or healthy:
-                        continue
-                    acted.append(record.name)
-                    log.info(
-                        "cluster.reconcile",
-                        cluster=record.name,
-                        phase=record.phase,
-                        dead=[k for k, v in states.items() if not v],
-                    )
-                    await self.start(record.name)
-                elif any(states.values()) or record.phase != ClusterPhase.STOPPED:
-                    acted.append(record.name)
-                    await self.stop(record.name)
+                if action is reconciliation.Action.START:
+                    await self.start(record.name, now=now)
+                elif action is reconciliation.Action.STOP:
+                    await self.stop(record.name, now=now)
+                else:
+                    await self.delete(record.name, now=now)
             except errors.PilothouseError as exc:
                 log.warning("cluster.reconcile_failed", cluster=record.name, error=exc.message)
         return acted

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -39,6 +39,8 @@ class ClusterRecord:
     created_at: datetime
     updated_at: datetime
     secret_names: tuple[str, ...] = field(default=())
+    lease_holder: str | None = None
+    lease_expires_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: ClusterRow, secret_names: tuple[str, ...] = ()) -> ClusterRecord:
@@ -56,6 +58,8 @@ class ClusterRecord:
             created_at=row.created_at,
             updated_at=row.updated_at,
             secret_names=secret_names,
+            lease_holder=row.lease_holder,
+            lease_expires_at=row.lease_expires_at,
         )
 
 
@@ -92,6 +96,7 @@ class ClusterStore:
         runtime: dict[str, Any] | None = None,
         message: str = "",
         secrets: dict[str, bytes] | None = None,
+        lease: tuple[str, datetime] | None = None,
     ) -> ClusterRecord:
         """Insert a cluster (and its secrets) in one transaction; ``AlreadyExists`` on a taken name."""
         try:
@@ -106,6 +111,8 @@ class ClusterStore:
                     server_url=server_url,
                     spec=spec or {},
                     runtime=runtime or {},
+                    lease_holder=lease[0] if lease else None,
+                    lease_expires_at=lease[1] if lease else None,
                 )
                 session.add(row)
                 session.flush()
@@ -156,6 +163,40 @@ class ClusterStore:
             row.updated_at = utcnow()
             session.flush()
             return ClusterRecord.from_row(row, self._secret_names(session, row.id))
+
+    def acquire_lease(
+        self, name: str, holder: str, *, now: datetime, ttl: timedelta, steal_from: str | None = None
+    ) -> bool:
+        """Take (or renew) the cluster's lease for ``holder``; False if someone else holds a live one.
+
+        One conditional UPDATE, so two processes racing for the lease cannot both win on
+        either backend. ``steal_from`` takes over a lease whose holder is known to be dead.
+        """
+        free = or_(
+            ClusterRow.lease_holder.is_(None),
+            ClusterRow.lease_holder == holder,
+            ClusterRow.lease_expires_at.is_(None),
+            ClusterRow.lease_expires_at < now,
+        )
+        if steal_from is not None:
+            free = or_(free, ClusterRow.lease_holder == steal_from)
+        with self.db.session() as session:
+            result = session.execute(
+                update(ClusterRow)
+                .where(ClusterRow.name == name, free)
+                .values(lease_holder=holder, lease_expires_at=now + ttl)
+                .execution_options(synchronize_session=False)
+            )
+            return bool(getattr(result, "rowcount", 0) == 1)
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self.db.session() as session:
+            session.execute(
+                update(ClusterRow)
+                .where(ClusterRow.name == name, ClusterRow.lease_holder == holder)
+                .values(lease_holder=None, lease_expires_at=None)
+                .execution_options(synchronize_session=False)
+            )
 
     def put_secret(self, name: str, secret_name: str, value: bytes) -> None:
         with self.db.session() as session:

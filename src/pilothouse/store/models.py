@@ -65,6 +65,9 @@ class ClusterRow(Base):
     server_url: Mapped[str] = mapped_column(String(255), default="")
     spec: Mapped[dict[str, Any]] = mapped_column(default=dict)
     runtime: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: Who may operate on the cluster right now (one Pilothouse process at a time), and until when.
+    lease_holder: Mapped[str | None] = mapped_column(String(160), default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
