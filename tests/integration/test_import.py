@@ -269,6 +269,7 @@ async def test_import_through_the_cli(
     record = platform.clusters.get(name)
     assert record.provider == "import"
     assert record.server_url == shared_cluster.server_url  # the --context one, not current-context
+    assert record.spec["context"] == "live"
 
     listing = await cli(pilothouse_env, "cluster", "list")
     assert listing.returncode == 0, listing.stderr

@@ -12,7 +12,7 @@ from rich.table import Table
 from pilothouse.cli.context import open_platform
 from pilothouse.cli.output import cli_errors, console, err_console, progress_bars, run
 from pilothouse.fleet import requests
-from pilothouse.kube.credentials import load_kubeconfig_file
+from pilothouse.kube.credentials import read_kubeconfig_file
 
 app = typer.Typer(name="cluster", help="Create, import and manage clusters.", no_args_is_help=True)
 
@@ -70,11 +70,13 @@ def import_(
 ) -> None:
     """Register an existing cluster; its credentials are checked and stored encrypted."""
     with cli_errors(), open_platform() as platform:
-        creds = load_kubeconfig_file(kubeconfig, context=context)  # validates early, with the file's name
-        request = requests.parse(
-            requests.ImportCluster, name=name, kubeconfig=creds.to_yaml(name), context=None
+        text = read_kubeconfig_file(kubeconfig)
+        request = requests.parse(requests.ImportCluster, name=name, kubeconfig=text, context=context)
+        record = run(
+            platform.clusters.import_cluster(
+                request, source=str(kubeconfig), base_dir=kubeconfig.parent.resolve()
+            )
         )
-        record = run(platform.clusters.import_cluster(request, source=str(kubeconfig)))
         console.print(
             f"imported [bold]{record.name}[/]: Kubernetes v{record.kubernetes_version}, {record.message}, {record.server_url}"
         )

@@ -232,8 +232,15 @@ def parse_kubeconfig(
 
 def load_kubeconfig_file(path: Path, *, context: str | None = None) -> ClusterCredentials:
     """Read and parse a kubeconfig file; a missing or unreadable file is ``KubeconfigInvalid``."""
+    return parse_kubeconfig(
+        read_kubeconfig_file(path), context=context, source=str(path), base_dir=path.parent
+    )
+
+
+def read_kubeconfig_file(path: Path) -> str:
+    """The text of a kubeconfig file; a missing or unreadable file is ``KubeconfigInvalid``."""
     try:
-        text = path.read_text()
+        return path.read_text()
     except FileNotFoundError:
         raise errors.KubeconfigInvalid(
             f"kubeconfig {path} does not exist", hint="check the path given to --kubeconfig"
@@ -242,4 +249,3 @@ def load_kubeconfig_file(path: Path, *, context: str | None = None) -> ClusterCr
         raise errors.KubeconfigInvalid(
             f"kubeconfig {path} cannot be read ({exc})", hint="check the file and its permissions"
         ) from None
-    return parse_kubeconfig(text, context=context, source=str(path), base_dir=path.parent)
