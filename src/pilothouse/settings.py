@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8787, ge=0, le=65535)
     kubernetes_version: str = DEFAULT_KUBERNETES_VERSION
     release_base_url: str = "https://dl.k8s.io/release"
+    etcd_release_base_url: str = "https://github.com/etcd-io/etcd/releases/download"
+    kwok_release_base_url: str = "https://github.com/kubernetes-sigs/kwok/releases/download"
+    #: Name of a checksum file published beside kwok's binaries (kwok publishes none today).
+    kwok_checksum_file: str | None = None
     haproxy_binary: str = "haproxy"
     reconcile_interval_seconds: float = Field(default=10.0, gt=0)
     log_level: str = "INFO"

@@ -10,6 +10,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import os
+import subprocess
+import sys
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -267,3 +270,38 @@ def test_without_kwokctl(server: ReleaseServer, cache: BinaryCache) -> None:
     installer.install("1.36.3", cache=cache, source="download", sources=server.sources(), with_kwokctl=False)
     assert "kwokctl" not in cache.manifest("1.36.3").binaries
     assert not any("kwokctl" in path for path in server.requests if "SHA256SUMS" not in path)
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    pilothouse = str(Path(sys.executable).with_name("pilothouse"))
+    return subprocess.run(
+        [pilothouse, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_cli_install_downloads_from_configured_release_urls(server: ReleaseServer, tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "PILOTHOUSE_CACHE_DIR": str(tmp_path / "cli-cache"),
+        "PILOTHOUSE_CONFIG_DIR": str(tmp_path / "cli-config"),
+        "PILOTHOUSE_DATA_DIR": str(tmp_path / "cli-data"),
+        "PILOTHOUSE_RELEASE_BASE_URL": f"{server.url}/k8s",
+        "PILOTHOUSE_ETCD_RELEASE_BASE_URL": f"{server.url}/etcd",
+        "PILOTHOUSE_KWOK_RELEASE_BASE_URL": f"{server.url}/kwok",
+        "PILOTHOUSE_KWOK_CHECKSUM_FILE": "SHA256SUMS",
+    }
+    installed = _cli(env, "binaries", "install", "--version", "1.36.3")
+    assert installed.returncode == 0, installed.stderr
+    manifest = tmp_path / "cli-cache" / "binaries" / "v1.36.3" / "manifest.json"
+    assert manifest.is_file()
+    assert any(path.endswith("/kube-apiserver") for path in server.requests)
+
+    # A tampered release is refused and the installed version is left alone.
+    tampered = server.kube_binary("kube-scheduler")
+    tampered.write_bytes(tampered.read_bytes() + b"# tampered\n")
+    before = manifest.read_bytes()
+    forced = _cli(env, "binaries", "install", "--version", "1.36.3", "--force")
+    assert forced.returncode == 1
+    assert "kube-scheduler" in forced.stderr
+    assert "Traceback" not in forced.stderr
+    assert manifest.read_bytes() == before

@@ -67,7 +67,12 @@ class DownloadSources:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DownloadSources:
-        return cls(kubernetes_base_url=settings.release_base_url)
+        return cls(
+            kubernetes_base_url=settings.release_base_url,
+            etcd_base_url=settings.etcd_release_base_url,
+            kwok_base_url=settings.kwok_release_base_url,
+            kwok_checksum_file=settings.kwok_checksum_file,
+        )
 
 
 @dataclass(frozen=True)
