@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,16 +41,7 @@ class ClusterCredentials:
         return f"ClusterCredentials(server={self.server!r}, context={self.context!r})"
 
     def with_server(self, server: str) -> ClusterCredentials:
-        return ClusterCredentials(
-            server=server,
-            context=self.context,
-            ca_pem=self.ca_pem,
-            client_cert_pem=self.client_cert_pem,
-            client_key_pem=self.client_key_pem,
-            token=self.token,
-            insecure_skip_tls_verify=self.insecure_skip_tls_verify,
-            tls_server_name=self.tls_server_name,
-        )
+        return dataclasses.replace(self, server=server)
 
     def to_kubeconfig(self, name: str) -> dict[str, Any]:
         """A self-contained kubeconfig (data inlined) for these credentials."""

@@ -98,8 +98,8 @@ def _public_key_der(key: PrivateKey) -> bytes:
 
 
 @dataclass(frozen=True)
-class CertificateAuthority:
-    """A CA certificate and the key that signs with it."""
+class _CertifiedKey:
+    """A certificate and its private key, as PEM on demand."""
 
     cert: x509.Certificate
     key: PrivateKey
@@ -109,6 +109,11 @@ class CertificateAuthority:
 
     def key_pem(self) -> bytes:
         return _key_pem(self.key)
+
+
+@dataclass(frozen=True)
+class CertificateAuthority(_CertifiedKey):
+    """A CA certificate and the key that signs with it."""
 
     @classmethod
     def load(cls, cert_pem: bytes, key_pem: bytes) -> CertificateAuthority:
@@ -147,17 +152,8 @@ class CertificateAuthority:
 
 
 @dataclass(frozen=True)
-class IssuedCertificate:
+class IssuedCertificate(_CertifiedKey):
     """A leaf certificate and its private key."""
-
-    cert: x509.Certificate
-    key: PrivateKey
-
-    def cert_pem(self) -> bytes:
-        return self.cert.public_bytes(serialization.Encoding.PEM)
-
-    def key_pem(self) -> bytes:
-        return _key_pem(self.key)
 
 
 def _require_aware(now: datetime) -> None:
