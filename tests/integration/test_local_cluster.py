@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import ssl
+from typing import Any
 
 import httpx
 import psutil
@@ -19,6 +20,7 @@ from pilothouse.kube import client as kube_client
 from pilothouse.kube import nodes as kube_nodes
 from pilothouse.platform import Platform
 from pilothouse.providers.local.provider import LocalRuntime
+from pilothouse.settings import Settings
 from pilothouse.store.clusters import ClusterRecord
 from pilothouse.vocabulary import ClusterPhase
 from tests.conftest import SHARED_CLUSTER, SHARED_NODES
@@ -42,7 +44,7 @@ async def test_deployment_of_ten_replicas_runs_on_simulated_nodes(
     platform: Platform, shared_cluster: ClusterRecord
 ) -> None:
     creds = platform.clusters.credentials(SHARED_CLUSTER)
-    labels = {"app": "web-ten"}
+    labels: dict[str, Any] = {"app": "web-ten"}
     deployment = Deployment(
         metadata=ObjectMeta(name="web-ten", namespace="default"),
         spec=DeploymentSpec(
@@ -78,7 +80,7 @@ async def test_deployment_of_ten_replicas_runs_on_simulated_nodes(
 
 
 async def test_a_restarted_pilothouse_finds_its_cluster_running(
-    settings, shared_cluster: ClusterRecord
+    settings: Settings, shared_cluster: ClusterRecord
 ) -> None:
     # A fresh Platform is what a restarted Pilothouse process builds from the store.
     restarted = Platform.open(settings)
@@ -139,19 +141,19 @@ async def test_api_server_writes_an_audit_trail(platform: Platform, shared_clust
         )
     layout = LocalRuntime.from_dict(platform.clusters.get(SHARED_CLUSTER).runtime).layout
 
-    def audit_events() -> list[dict[str, object]]:
+    def audit_events() -> list[dict[str, Any]]:
         path = layout.logs / "audit-0.log"
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
-    async def create_event() -> list[dict[str, object]]:
+    async def create_event() -> list[dict[str, Any]]:
         return [
             e
             for e in audit_events()
-            if e.get("verb") == "create" and (e.get("objectRef") or {}).get("name") == "audited"  # type: ignore[union-attr]
+            if e.get("verb") == "create" and (e.get("objectRef") or {}).get("name") == "audited"
         ]
 
     events = await eventually(create_event, lambda found: len(found) >= 1, timeout=30)
-    assert events[0]["user"]["username"] == "pilothouse-admin"  # type: ignore[index]
+    assert events[0]["user"]["username"] == "pilothouse-admin"
     assert events[0]["level"] == "Metadata", "ConfigMap bodies are not recorded"
 
 
