@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import ssl
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -179,3 +183,22 @@ async def test_secrets_are_encrypted_in_etcd(platform: Platform, shared_cluster:
     stored = base64.b64decode(response.json()["kvs"][0]["value"])
     assert stored.startswith(b"k8s:enc:secretbox:v1:key1:")
     assert b"hunter2-plain" not in stored
+
+
+def test_cli_show_lists_live_processes_and_their_addresses(
+    platform: Platform, shared_cluster: ClusterRecord, pilothouse_env: dict[str, str]
+) -> None:
+    pilothouse = str(Path(sys.executable).with_name("pilothouse"))
+    shown = subprocess.run(
+        [pilothouse, "cluster", "show", SHARED_CLUSTER],
+        env={**os.environ, **pilothouse_env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    runtime = LocalRuntime.from_dict(platform.clusters.get(SHARED_CLUSTER).runtime)
+    row = next(line for line in shown.stdout.splitlines() if "kube-apiserver-0" in line)
+    assert " yes " in row
+    assert str(runtime.processes["kube-apiserver-0"].pid) in row
+    assert f"127.0.0.1:{runtime.ports.apiserver}" in row
+    assert "Running" in shown.stdout

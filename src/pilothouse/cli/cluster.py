@@ -121,9 +121,15 @@ def show(name: NameArg) -> None:
         ):
             console.print(f"[bold]{key:>9}[/]: {value}", highlight=False)
         if view.processes:
-            table = Table("PROCESS", "RUNNING")
+            table = Table("PROCESS", "RUNNING", "PID", "LISTENS ON")
+            recorded = r.runtime.get("processes", {})
             for process, alive in sorted(view.processes.items()):
-                table.add_row(process, "yes" if alive else "[red]no[/]")
+                table.add_row(
+                    process,
+                    "yes" if alive else "[red]no[/]",
+                    str(recorded.get(process, {}).get("pid", "")),
+                    " ".join(view.listens.get(process, ())),
+                )
             console.print(table)
 
 

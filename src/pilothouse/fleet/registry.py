@@ -11,10 +11,11 @@ crashed Pilothouse left half-done.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -47,6 +48,7 @@ class ClusterView:
 
     record: ClusterRecord
     processes: dict[str, bool]
+    listens: dict[str, tuple[str, ...]] = field(default_factory=dict)  # process -> "host:port" it serves on
 
 
 def local_spec(record: ClusterRecord) -> LocalClusterSpec:
@@ -79,9 +81,16 @@ class ClusterRegistry:
     def view(self, name: str) -> ClusterView:
         record = self.store.get(name)
         processes: dict[str, bool] = {}
+        listens: dict[str, tuple[str, ...]] = {}
         if record.provider == ProviderKind.LOCAL and record.runtime:
-            processes = self.local.process_states(LocalRuntime.from_dict(record.runtime))
-        return ClusterView(record=record, processes=processes)
+            runtime = LocalRuntime.from_dict(record.runtime)
+            processes = self.local.process_states(runtime)
+            with contextlib.suppress(errors.BinaryError):  # binaries removed: show what is recorded
+                listens = {
+                    p.name: tuple(f"{host}:{port}" for host, port in p.listens)
+                    for p in self.local.plan(local_spec(record), runtime)
+                }
+        return ClusterView(record=record, processes=processes, listens=listens)
 
     def credentials(self, name: str) -> ClusterCredentials:
         text = self.store.get_secret(name, KUBECONFIG_SECRET).decode()
