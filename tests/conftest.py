@@ -11,10 +11,12 @@ skips.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from pilothouse import logs
@@ -71,6 +73,28 @@ def platform(settings: Settings) -> Iterator[Platform]:
     platform = Platform.open(settings)
     yield platform
     platform.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leftover_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Safety net: whatever a failed test left running under this session's temp dirs is killed.
+
+    Tests clean up after themselves; this only keeps one failure from leaking control-plane
+    processes into the next run. It reports what it had to kill, so leaks stay visible.
+    """
+    yield
+    base = str(tmp_path_factory.getbasetemp())
+    leaked = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if base in cmdline and process.pid != os.getpid():
+            leaked.append(process)
+    for process in leaked:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(leaked, timeout=10)
+    if leaked:
+        print(f"\nkilled {len(leaked)} leftover processes: {[p.pid for p in leaked]}")
 
 
 @pytest.fixture(scope="session")
