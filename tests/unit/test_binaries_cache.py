@@ -204,3 +204,12 @@ def test_manifest_round_trip() -> None:
     original = manifest.Manifest("1.36.3", "source", "t", {"etcd": "3.6.16"}, {"etcd": record}, {"go": "1"})
     assert manifest.Manifest.from_json(original.to_json()) == original
     assert original.total_size == 12
+
+
+def test_require_catches_a_truncated_binary_without_hashing(cache: BinaryCache) -> None:
+    target = _install(cache)
+    binary = target / "kube-apiserver"
+    binary.write_bytes(binary.read_bytes()[:-1])
+    with pytest.raises(errors.ChecksumMismatch, match="kube-apiserver") as info:
+        cache.require("1.36.3")
+    assert "--force" in info.value.hint

@@ -102,7 +102,7 @@ class BinaryCache:
     ) -> dict[Component, Path]:
         """Paths of installed, executable binaries; ``BinaryError`` naming what is missing.
 
-        Cheap (no hashing): meant for every cluster start. ``verify`` does the hashing.
+        Cheap (sizes, no hashing): meant for every cluster start. ``verify`` does the hashing.
         """
         wanted = list(components)
         ver = catalog.normalise_version(version)
@@ -120,8 +120,16 @@ class BinaryCache:
             path = self.path(ver, component)
             if str(component) not in recorded or not os.access(path, os.X_OK):
                 missing.append(str(component))
-            else:
-                paths[component] = path
+                continue
+            size = path.stat().st_size
+            if size != recorded[str(component)].size:
+                raise errors.ChecksumMismatch(
+                    f"{component} in {self.version_dir(ver)} is corrupt: {size} bytes, the manifest says"
+                    f" {recorded[str(component)].size}",
+                    hint=install_hint(ver).replace("--from-source", "--from-source --force"),
+                    file=str(path),
+                )
+            paths[component] = path
         if missing:
             raise errors.BinaryError(
                 f"the v{ver} binary cache in {self.version_dir(ver)} is missing {', '.join(missing)}",
