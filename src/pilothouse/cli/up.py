@@ -48,8 +48,13 @@ def up(
         token = platform.ensure_bootstrap_token()
         demo_note, background = _start_demo(platform, demo_nodes) if demo else ("demo cluster disabled", [])
         url = f"http://{listen_host}:{listen_port}"
-        console.print(f"[bold]Pilothouse[/] API: {url}  (OpenAPI: {url}/docs)")
-        console.print(f"store: {settings.effective_database_url.split('://', 1)[0]} at {settings.data_dir}")
+        console.print(
+            f"[bold]Pilothouse[/] API: {url}  (OpenAPI document: {url}/openapi.json)", soft_wrap=True
+        )
+        console.print(
+            f"store: {settings.effective_database_url.split('://', 1)[0]} at {settings.data_dir}",
+            soft_wrap=True,
+        )
         if token:
             console.print("bootstrap admin token (shown once, store it safely):", style="bold yellow")
             typer.echo(token)
@@ -57,8 +62,8 @@ def up(
             console.print(
                 "authenticate with the bootstrap token printed at first start, or `pilothouse token create`"
             )
-        console.print(f"try: curl -H 'Authorization: Bearer <token>' {url}/api/v1/clusters")
-        console.print(demo_note)
+        console.print(f"try: curl -H 'Authorization: Bearer <token>' {url}/api/v1/clusters", soft_wrap=True)
+        console.print(demo_note, soft_wrap=True)
         app = create_app(platform, background=background)
         config = uvicorn.Config(app, host=listen_host, port=listen_port, log_level="warning", lifespan="on")
         try:
