@@ -253,7 +253,10 @@ class RunResult:
     error: str = ""
 
 
-async def _run_command(argv: list[str], env: dict[str, str], sampler: Sampler) -> tuple[int, str]:
+async def _run_command(
+    argv: list[str], env: dict[str, str], sampler: Sampler, timeout: float
+) -> tuple[int, str]:
+    """Run one creating command, its RSS watched by ``sampler``; killed after ``timeout`` s."""
     proc = await asyncio.create_subprocess_exec(
         *argv,
         env=env,
@@ -262,7 +265,12 @@ async def _run_command(argv: list[str], env: dict[str, str], sampler: Sampler) -
         start_new_session=True,
     )
     sampler.commands.add(proc.pid)
-    out, _ = await proc.communicate()
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except (TimeoutError, asyncio.CancelledError):
+        proc.kill()  # the command this run started; its cluster is deleted by the caller
+        await proc.wait()
+        raise
     return proc.returncode or 0, out.decode(errors="replace")
 
 
@@ -309,15 +317,15 @@ class Tool:
         t0 = time.monotonic()
         sampler = Sampler(f"{root}/", t0)
         sampler.start()
+        poller = asyncio.create_task(
+            wait_nodes_ready(self.kubeconfig(root), self.nodes, t0, self.timeout, result.marks)
+        )
         try:
-            poller = asyncio.create_task(
-                wait_nodes_ready(self.kubeconfig(root), self.nodes, t0, self.timeout, result.marks)
-            )
             for mark, argv in steps:
-                rc, out = await _run_command(argv, env, sampler)
+                left = t0 + self.timeout - time.monotonic()
+                rc, out = await _run_command(argv, env, sampler, left)
                 result.marks[mark] = round(time.monotonic() - t0, 2)
                 if rc != 0:
-                    poller.cancel()
                     result.error = f"{mark}: exit status {rc}: {_last_line(out)}"
                     return
             result.command_s = time.monotonic() - t0
@@ -327,6 +335,7 @@ class Tool:
                 return
             await asyncio.sleep(max(0.0, t0 + result.ready_s + AFTER_READY - time.monotonic()))
         finally:
+            poller.cancel()
             try:
                 sampler.stop()
                 _record(sampler, result)
@@ -474,7 +483,7 @@ async def run_one(tool: Tool, config: str, run: int, quiet_wait: float, cooldown
     try:
         await tool.measure(result, home)
     except Exception as exc:
-        result.error = f"{type(exc).__name__}: {exc}"
+        result.error = f"{type(exc).__name__} {exc}".strip()
     finally:
         shutil.rmtree(home, ignore_errors=True)
     await asyncio.sleep(cooldown)

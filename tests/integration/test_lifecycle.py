@@ -57,10 +57,16 @@ async def test_stop_frees_everything_and_start_brings_back_the_same_cluster(
     pids = [r.pid for r in runtime.processes.values()]
     pairs = runtime.ports.all_ports()
 
+    # A process of this cluster whose record was lost (a crash between start and persist).
+    stray = await asyncio.create_subprocess_exec("sh", "-c", "sleep 300", f"{runtime.root}/stray")
+
     stopped = await platform.clusters.stop(name)
 
     assert stopped.phase == ClusterPhase.STOPPED
     assert _alive(pids) == []
+    assert await asyncio.wait_for(stray.wait(), timeout=5) is not None, (
+        "the unrecorded process was stopped too"
+    )
     assert _listening(pairs) == []
     assert stopped.runtime["processes"] == {}
     assert await platform.clusters.reconcile_local() == [], "a stopped cluster stays stopped"

@@ -300,6 +300,7 @@ class LocalProvider:
             supervisor.stop(name, record)
             del runtime.processes[name]
             persist(runtime)
+        supervisor.stop_strays(runtime.layout.root)
 
     def kill(self, runtime: LocalRuntime, process: str) -> None:
         """SIGKILL one process of the cluster (failure drills and tests)."""

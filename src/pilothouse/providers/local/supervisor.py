@@ -126,3 +126,36 @@ def kill(record: ProcessRecord) -> None:
         with contextlib.suppress(psutil.NoSuchProcess):
             psutil.Process(record.pid).wait(timeout=5)
     _reap(record.pid)
+
+
+def stop_strays(directory: Path, *, grace: float = 10.0) -> list[int]:
+    """Stop processes that run out of ``directory`` but are not recorded anywhere.
+
+    Every process of a local cluster names files under the cluster's directory on its
+    command line; one that is running but unrecorded (its record was lost in a crash
+    between start and persist) would otherwise outlive the cluster. Returns their PIDs.
+    """
+    marker = f"{directory.resolve()}/"
+    me = os.getpid()
+    strays = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        if process.info["pid"] == me:
+            continue
+        cmdline = process.info["cmdline"] or []
+        if any(marker in arg for arg in cmdline):
+            strays.append(process)
+    for process in strays:
+        log.warning("process.stray", pid=process.pid, directory=str(directory))
+        with contextlib.suppress(psutil.Error):
+            process.terminate()
+    _gone, alive = psutil.wait_procs(strays, timeout=grace)
+    for process in alive:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(alive, timeout=5)
+    for process in strays:
+        _reap(process.pid)
+        popen = _children.pop(process.pid, None)
+        if popen is not None:
+            popen.poll()
+    return [p.pid for p in strays]
