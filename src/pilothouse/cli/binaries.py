@@ -8,8 +8,6 @@ and tables. Results go to stdout, progress and errors to stderr. Every
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from types import TracebackType
 from typing import Annotated
 
@@ -34,6 +32,7 @@ from rich.text import Text
 from pilothouse import errors, settings
 from pilothouse.binaries import cache as cache_mod
 from pilothouse.binaries import catalog, download, gobuild, installer
+from pilothouse.cli.output import cli_errors
 
 app = typer.Typer(
     name="binaries",
@@ -48,21 +47,6 @@ VersionOption = Annotated[
     str | None,
     typer.Option("--version", help="Kubernetes version, e.g. 1.36.3 (default: the configured one)."),
 ]
-
-
-@contextlib.contextmanager
-def cli_errors() -> Iterator[None]:
-    """Print a ``PilothouseError`` as ``error:``/``hint:`` on stderr and exit 1, no traceback."""
-    try:
-        yield
-    except errors.PilothouseError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        if exc.hint:
-            typer.echo(f"hint: {exc.hint}", err=True)
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        typer.echo("error: interrupted; nothing new was installed", err=True)
-        raise typer.Exit(130) from None
 
 
 def _cache() -> tuple[settings.Settings, cache_mod.BinaryCache]:

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-import uvicorn
 
 from pilothouse import errors
-from pilothouse.api.app import Background, create_app
 from pilothouse.cli.context import open_platform
 from pilothouse.cli.output import cli_errors, console
 from pilothouse.fleet import requests
 from pilothouse.platform import Platform
+
+if TYPE_CHECKING:
+    from pilothouse.api.app import Background
 
 DEMO_CLUSTER = "demo"
 
@@ -41,6 +42,10 @@ def up(
     demo_nodes: Annotated[int, typer.Option("--demo-nodes", help="Nodes of the demo cluster.")] = 30,
 ) -> None:
     """Run Pilothouse: the REST API, the reconcilers and (by default) a local HA demo cluster."""
+    import uvicorn  # the web stack loads only for this command, keeping the CLI quick
+
+    from pilothouse.api.app import create_app
+
     with cli_errors(), open_platform(log_level="INFO") as platform:
         settings = platform.settings
         listen_host = host or settings.api_host
