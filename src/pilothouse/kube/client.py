@@ -121,6 +121,8 @@ async def get_json(creds: ClusterCredentials, path: str, *, timeout: float = 10.
 def translate(exc: BaseException, creds: ClusterCredentials) -> errors.PilothouseError:
     """Map a transport or API failure to the Pilothouse error a user can act on."""
     server = creds.server
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:  # concurrent requests: the first failure
+        exc = exc.exceptions[0]
     if isinstance(exc, errors.PilothouseError):
         return exc
     if isinstance(exc, ApiError):

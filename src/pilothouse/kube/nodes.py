@@ -73,7 +73,10 @@ async def ensure_simulated_nodes(
         async with gate:
             await client.create(simulated_node(name, kubelet_version=kubelet_version))
 
-    await asyncio.gather(*(create(n) for n in names if n not in existing))
+    async with asyncio.TaskGroup() as group:  # one failure cancels the other creates
+        for name in names:
+            if name not in existing:
+                group.create_task(create(name))
     return names
 
 

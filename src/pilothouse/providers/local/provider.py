@@ -15,7 +15,7 @@ import asyncio
 import os
 import shutil
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -262,7 +262,7 @@ class LocalProvider:
                         env=process.env,
                     )
                     persist(runtime)
-            await asyncio.gather(*(self._wait_ready(p, runtime, timeout=wave_timeout) for p in members))
+            await _all_or_first_failure([self._wait_ready(p, runtime, timeout=wave_timeout) for p in members])
         progress(ProgressEvent("processes", "control plane ready", len(waves), len(waves)))
         creds = self.admin_credentials(spec, runtime)
         try:
@@ -332,6 +332,21 @@ def _plan_or_recorded(
 def _running(runtime: LocalRuntime, name: str) -> bool:
     record = runtime.processes.get(name)
     return record is not None and supervisor.is_running(record)
+
+
+async def _all_or_first_failure(waits: list[Coroutine[Any, Any, None]]) -> None:
+    """Await every coroutine; on the first failure cancel the rest and raise that failure."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            error = task.exception()
+            if error is not None:
+                raise error
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _tail(path: Path, lines: int = 5) -> str:
