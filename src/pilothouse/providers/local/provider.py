@@ -143,7 +143,8 @@ class LocalProvider:
         layout = runtime.layout
         layout.create()
         cps = spec.control_planes
-        if not (layout.pki / "ca.crt").exists():
+        complete = layout.pki / ".complete"  # written last: a crash mid-way regenerates the whole PKI
+        if not complete.exists():
             hosts = tuple(topology.member_host(i, cps) for i in range(cps))
             request = pki.ClusterPKIRequest(
                 cluster_name=spec.name,
@@ -153,6 +154,7 @@ class LocalProvider:
                 extra_sans=hosts,
             )
             pki.write_pki(pki.plan_cluster_pki(request, now=datetime.now(UTC)), layout.pki)
+            config_files.write_file(complete, "", mode=0o600)
         ca_pem = (layout.pki / "ca.crt").read_bytes()
 
         def kubeconfig(user_file: str, cert: str, server: str) -> None:
