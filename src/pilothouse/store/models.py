@@ -10,7 +10,17 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Dialect, LargeBinary, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -98,3 +108,41 @@ class ApiTokenRow(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class HealthSampleRow(Base):
+    """One health probe of a cluster: was its client endpoint ready at ``at``, and how fast.
+
+    The primary key (cluster_id, at) is the index every query uses: one cluster's
+    samples in time order. Deleting the cluster deletes its samples.
+    """
+
+    __tablename__ = "health_samples"
+
+    cluster_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("clusters.id", ondelete="CASCADE"), primary_key=True
+    )
+    at: Mapped[datetime] = mapped_column(primary_key=True)
+    up: Mapped[bool]
+    latency_ms: Mapped[float | None] = mapped_column(default=None)
+
+
+class HealthRollupRow(Base):
+    """Older samples of a cluster folded into a bucket of ``seconds`` starting at ``start``.
+
+    ``observed_seconds`` is the time the samples covered (a silence longer than the
+    maximum gap is not observed); ``up_seconds`` the part of it the cluster was up.
+    """
+
+    __tablename__ = "health_rollups"
+
+    cluster_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("clusters.id", ondelete="CASCADE"), primary_key=True
+    )
+    start: Mapped[datetime] = mapped_column(primary_key=True)
+    seconds: Mapped[int]
+    up_seconds: Mapped[float]
+    observed_seconds: Mapped[float]
+    samples: Mapped[int]
+    latency_ms_sum: Mapped[float]
+    latency_samples: Mapped[int]
