@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from pilothouse.fleet.monitoring import HealthMonitor
 from pilothouse.fleet.registry import ClusterRegistry
 from pilothouse.identity.policy import Role
 from pilothouse.settings import Settings
 from pilothouse.store.db import Database
+from pilothouse.store.health import HealthStore
 from pilothouse.store.secrets import SecretBox
 from pilothouse.store.tokens import TokenStore
 
@@ -27,6 +29,7 @@ class Platform:
     box: SecretBox
     clusters: ClusterRegistry
     tokens: TokenStore
+    health: HealthMonitor
 
     @classmethod
     def open(cls, settings: Settings) -> Platform:
@@ -34,12 +37,16 @@ class Platform:
         db = Database(settings.effective_database_url)
         db.migrate()
         box = SecretBox.from_file(settings.effective_secret_key_file)
+        clusters = ClusterRegistry(settings, db, box)
         return cls(
             settings=settings,
             db=db,
             box=box,
-            clusters=ClusterRegistry(settings, db, box),
+            clusters=clusters,
             tokens=TokenStore(db),
+            health=HealthMonitor(
+                clusters, HealthStore(db), slo=settings.slo, timeout=settings.health_timeout_seconds
+            ),
         )
 
     def ensure_bootstrap_token(self) -> str | None:

@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     kwok_checksum_file: str | None = None
     haproxy_binary: str = "haproxy"
     reconcile_interval_seconds: float = Field(default=10.0, gt=0)
+    health_interval_seconds: float = Field(default=10.0, gt=0)
+    health_timeout_seconds: float = Field(default=2.0, gt=0)
+    #: Availability objective of every cluster (error budget = 1 - slo over 30 days).
+    slo: float = Field(default=0.999, gt=0, lt=1)
     log_level: str = "INFO"
 
     @field_validator("api_host")

@@ -10,10 +10,10 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI
 
 from pilothouse import __version__
-from pilothouse.api import clusters, errors
+from pilothouse.api import clusters, errors, health
 from pilothouse.api.auth import Principal, authenticate
 from pilothouse.platform import Platform
-from pilothouse.reconcile.loop import run_reconcilers
+from pilothouse.reconcile.loop import run_background
 
 Background = Callable[[], Coroutine[Any, Any, Any]]
 
@@ -26,7 +26,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.tasks = {asyncio.create_task(start()) for start in background}
-        loop_task = asyncio.create_task(run_reconcilers(platform)) if reconcile else None
+        loop_task = asyncio.create_task(run_background(platform)) if reconcile else None
         try:
             yield
         finally:
@@ -50,6 +50,7 @@ def create_app(
     app.state.tasks = set()
     errors.install(app)
     app.include_router(clusters.router)
+    app.include_router(health.router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

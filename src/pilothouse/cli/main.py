@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from pilothouse import __version__
-from pilothouse.cli import binaries, cluster, token, up
+from pilothouse.cli import binaries, cluster, fleet, token, up
 
 app = typer.Typer(
     name="pilothouse",
@@ -16,6 +16,8 @@ app = typer.Typer(
 app.add_typer(cluster.app)
 app.add_typer(binaries.app)
 app.add_typer(token.app)
+app.add_typer(fleet.app)
+app.add_typer(fleet.sla_app)
 app.command("up")(up.up)
 
 

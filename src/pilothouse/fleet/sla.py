@@ -18,14 +18,14 @@ The model, written down because every number depends on it:
   seconds are spread evenly over it when a window boundary cuts it.
 - **Availability** over a window is up time / observed time in it (``None``
   when nothing was observed). **Coverage** is observed time / window length.
-- The **error budget** over the SLO period (30 days) is ``(1 - SLO) × period``
+- The **error budget** over the SLO period (30 days) is ``(1 - SLO) * period``
   seconds; observed down time consumes it. Remaining may go negative.
 - The **burn rate** over a window is its error rate (down / observed) divided
   by ``1 - SLO``: 1.0 spends the budget exactly over the period.
 - **Multiwindow burn-rate alerts** follow the Google SRE workbook (chapter
   "Alerting on SLOs", recommendation 6): page when both the long and the
-  short window burn faster than the factor — 1 h and 5 m at 14.4× (2 % of a
-  30-day budget in an hour), 6 h and 30 m at 6× (5 % in six hours).
+  short window burn faster than the factor — 1 h and 5 m at 14.4x (2 % of a
+  30-day budget in an hour), 6 h and 30 m at 6x (5 % in six hours).
 """
 
 from __future__ import annotations
@@ -140,10 +140,10 @@ class WindowAvailability:
 
 
 def window_name(length: timedelta) -> str:
-    """``5m``, ``1h``, ``30d``: the largest unit that divides the length."""
+    """``5m``, ``1h``, ``24h``, ``30d``: the largest unit that divides the length (days from two on)."""
     seconds = int(length.total_seconds())
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds and seconds % size == 0:
+        if seconds and seconds % size == 0 and (unit != "d" or seconds >= 2 * size):
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
 
@@ -210,7 +210,7 @@ class ErrorBudget:
 def compute_error_budget(
     spans: Iterable[SpanLike], *, now: datetime, slo: float = DEFAULT_SLO, period: timedelta = BUDGET_PERIOD
 ) -> ErrorBudget:
-    """Budget ``(1 - slo) × period``, consumed by the observed down time in the period before ``now``."""
+    """Budget ``(1 - slo) * period``, consumed by the observed down time in the period before ``now``."""
     _check_slo(slo)
     window = compute_window(spans, now=now, length=period)
     return ErrorBudget(slo, period, (1.0 - slo) * period.total_seconds(), window.down_seconds)

@@ -1,13 +1,19 @@
-"""The reconcile loop: runs every reconciler periodically, forever, and survives their failures.
+"""Background work of a running Pilothouse: periodic, supervised, level-triggered.
 
-Each pass is level-triggered (it compares desired and observed state from
-scratch), so a crash of Pilothouse at any moment is repaired by the next pass
-after a restart. A failing pass is logged and retried with bounded backoff.
+Each job runs on its own schedule in its own task: converging local clusters
+to their desired state, probing the fleet's health, compacting the health
+history. Every pass is level-triggered (it looks at the world from scratch),
+so a crash at any moment is repaired by the next pass after a restart. A
+failing pass is logged and retried with bounded backoff; it never stops the
+other jobs.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -15,22 +21,58 @@ from pilothouse.platform import Platform
 
 log = structlog.get_logger(__name__)
 BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
+COMPACT_INTERVAL_SECONDS = 3600.0
 
 
-async def run_reconcilers(platform: Platform) -> None:
+@dataclass(frozen=True)
+class Job:
+    name: str
+    interval: float
+    run: Callable[[], Awaitable[Any]]
+
+
+def jobs_of(platform: Platform) -> list[Job]:
+    settings = platform.settings
+
+    async def reconcile() -> None:
+        acted = await platform.clusters.reconcile_local()
+        if acted:
+            log.info("reconcile.pass", acted=acted)
+
+    async def compact() -> None:
+        await asyncio.to_thread(platform.health.compact)
+
+    return [
+        Job("reconcile", settings.reconcile_interval_seconds, reconcile),
+        Job("health", settings.health_interval_seconds, platform.health.probe_once),
+        Job("compact-health", COMPACT_INTERVAL_SECONDS, compact),
+    ]
+
+
+async def run_periodically(job: Job) -> None:
     failures = 0
-    interval = platform.settings.reconcile_interval_seconds
     while True:
         try:
-            acted = await platform.clusters.reconcile_local()
-            if acted:
-                log.info("reconcile.pass", acted=acted)
+            await job.run()
             failures = 0
-            await asyncio.sleep(interval)
+            await asyncio.sleep(job.interval)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # a reconciler bug must not stop the loop
+        except Exception as exc:  # a bug in one job must not stop it, or the others
             delay = BACKOFF[min(failures, len(BACKOFF) - 1)]
             failures += 1
-            log.error("reconcile.failed", error_type=type(exc).__name__, error=str(exc), retry_in=delay)
+            log.error(
+                "job.failed", job=job.name, error_type=type(exc).__name__, error=str(exc), retry_in=delay
+            )
             await asyncio.sleep(delay)
+
+
+async def run_background(platform: Platform) -> None:
+    """Run every job until cancelled."""
+    tasks = [asyncio.create_task(run_periodically(job), name=f"job:{job.name}") for job in jobs_of(platform)]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
