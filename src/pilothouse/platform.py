@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from pilothouse.fleet.inventory import FleetInventory
 from pilothouse.fleet.monitoring import HealthMonitor
 from pilothouse.fleet.registry import ClusterRegistry
 from pilothouse.identity.policy import Role
@@ -30,6 +31,7 @@ class Platform:
     clusters: ClusterRegistry
     tokens: TokenStore
     health: HealthMonitor
+    inventory: FleetInventory
 
     @classmethod
     def open(cls, settings: Settings) -> Platform:
@@ -47,6 +49,7 @@ class Platform:
             health=HealthMonitor(
                 clusters, HealthStore(db), slo=settings.slo, timeout=settings.health_timeout_seconds
             ),
+            inventory=FleetInventory(clusters.credentials),
         )
 
     def ensure_bootstrap_token(self) -> str | None:

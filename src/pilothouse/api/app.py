@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI
 
 from pilothouse import __version__
-from pilothouse.api import clusters, errors, health
+from pilothouse.api import clusters, errors, health, inventory
 from pilothouse.api.auth import Principal, authenticate
 from pilothouse.platform import Platform
 from pilothouse.reconcile.loop import run_background
@@ -36,6 +36,7 @@ def create_app(
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, *([loop_task] if loop_task else []), return_exceptions=True)
+            await platform.inventory.stop()
 
     app = FastAPI(
         title="Pilothouse",
@@ -51,6 +52,7 @@ def create_app(
     errors.install(app)
     app.include_router(clusters.router)
     app.include_router(health.router)
+    app.include_router(inventory.router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from pilothouse import errors
 from pilothouse.cli.context import open_platform
 from pilothouse.cli.output import cli_errors, console, err_console, progress_bars, run
 from pilothouse.fleet import requests
@@ -40,8 +41,6 @@ def create(
     """Create a local cluster of real control-plane processes and wait until its nodes are Ready."""
     with cli_errors(), open_platform() as platform:
         if provider != "local":
-            from pilothouse import errors
-
             raise errors.InvalidInput(
                 f"unknown provider {provider!r}",
                 hint="use --provider local, or `pilothouse cluster import` for existing clusters",
@@ -180,3 +179,44 @@ def delete(
             raise typer.Exit(1)
         run(platform.clusters.delete(name))
         console.print(f"deleted cluster [bold]{name}[/]")
+
+
+@app.command("inventory")
+def inventory(
+    name: NameArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Nodes, workloads and pods of a cluster, read through the watch caches."""
+    from pilothouse.api.inventory import InventoryOut
+    from pilothouse.fleet.inventory import FleetInventory
+
+    async def take() -> InventoryOut:
+        async with FleetInventory(platform.clusters.credentials) as fleet:
+            cache = await fleet.ensure(name)
+            try:
+                snap = await cache.wait_synced(30.0)
+            except TimeoutError:
+                raise errors.ClusterUnreachable(
+                    f"the inventory of {name!r} did not sync within 30 s",
+                    hint="check `pilothouse fleet status`",
+                ) from None
+            return InventoryOut.of(snap)
+
+    with cli_errors(), open_platform() as platform:
+        platform.clusters.get(name)
+        out = run(take())
+        if as_json:
+            typer.echo(out.model_dump_json(indent=2))
+            return
+        console.print(
+            f"[bold]{name}[/]: nodes {out.nodes_ready}/{out.nodes_total} Ready"
+            f" ({out.nodes_unschedulable} cordoned), {out.namespaces} namespaces,"
+            f" pods {out.pods_ready}/{out.pods_total} ready {dict(sorted(out.pods_by_phase.items()))}",
+            highlight=False,
+        )
+        if out.pods_waiting:
+            console.print(f"waiting pods: {out.pods_waiting}", highlight=False)
+        table = Table("KIND", "NAMESPACE", "NAME", "READY", "AVAILABLE")
+        for w in out.workloads:
+            table.add_row(w.kind, w.namespace, w.name, f"{w.ready}/{w.desired}", str(w.available))
+        console.print(table)

@@ -13,7 +13,7 @@ Quantities (``"100m"``, ``"1Gi"``) are parsed by lightkube's
 only rounds them up to millicores and bytes and rejects what is not finite.
 
 ``KindSpec`` ties a watched kind to its lightkube resource class and its
-summarizer; ``SPECS`` lists the kinds the inventory watches. Callers outside
+summarizer; ``ALL_SPECS`` lists the kinds the inventory watches. Callers outside
 ``kube/`` use these specs (and ``kube.watching``) without importing lightkube.
 """
 
@@ -234,13 +234,7 @@ class EventSummary:
 
 
 Summary: TypeAlias = (
-    NodeSummary
-    | NamespaceSummary
-    | PodSummary
-    | WorkloadSummary
-    | JobSummary
-    | PdbSummary
-    | EventSummary
+    NodeSummary | NamespaceSummary | PodSummary | WorkloadSummary | JobSummary | PdbSummary | EventSummary
 )
 
 
@@ -521,3 +515,16 @@ PODDISRUPTIONBUDGETS: KindSpec[PdbSummary] = KindSpec(
     Kind.PODDISRUPTIONBUDGETS, PodDisruptionBudget, summarize_pdb, namespaced=True
 )
 EVENTS: KindSpec[EventSummary] = KindSpec(Kind.EVENTS, Event, summarize_event, namespaced=True)
+
+#: Every kind the inventory watches, in the order they are started.
+ALL_SPECS: tuple[KindSpec[Any], ...] = (
+    NODES,
+    NAMESPACES,
+    PODS,
+    DEPLOYMENTS,
+    STATEFULSETS,
+    DAEMONSETS,
+    JOBS,
+    PODDISRUPTIONBUDGETS,
+    EVENTS,
+)

@@ -2,7 +2,7 @@
 
 Each job runs on its own schedule in its own task: converging local clusters
 to their desired state, probing the fleet's health, compacting the health
-history. Every pass is level-triggered (it looks at the world from scratch),
+history, keeping a watch-based inventory of every running cluster. Every pass is level-triggered (it looks at the world from scratch),
 so a crash at any moment is repaired by the next pass after a restart. A
 failing pass is logged and retried with bounded backoff; it never stops the
 other jobs.
@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from pilothouse.platform import Platform
+from pilothouse.vocabulary import ClusterPhase, DesiredState
 
 log = structlog.get_logger(__name__)
 BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
@@ -42,10 +43,22 @@ def jobs_of(platform: Platform) -> list[Job]:
     async def compact() -> None:
         await asyncio.to_thread(platform.health.compact)
 
+    async def watch_inventory() -> None:
+        """Watch every running cluster; stop watching deleted and stopped ones."""
+        wanted = {
+            r.name
+            for r in await asyncio.to_thread(platform.clusters.clusters)
+            if r.phase == ClusterPhase.RUNNING and r.desired_state == DesiredState.RUNNING
+        }
+        for name in sorted(set(platform.inventory.names()) - wanted):
+            await platform.inventory.remove(name)
+        await platform.inventory.start(sorted(wanted - set(platform.inventory.names())))
+
     return [
         Job("reconcile", settings.reconcile_interval_seconds, reconcile),
         Job("health", settings.health_interval_seconds, platform.health.probe_once),
         Job("compact-health", COMPACT_INTERVAL_SECONDS, compact),
+        Job("inventory", settings.reconcile_interval_seconds, watch_inventory),
     ]
 
 
@@ -76,3 +89,4 @@ async def run_background(platform: Platform) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await platform.inventory.stop()
