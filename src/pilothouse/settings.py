@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     #: Availability objective of every cluster (error budget = 1 - slo over 30 days).
     slo: float = Field(default=0.999, gt=0, lt=1)
     log_level: str = "INFO"
+    #: Control-plane process logs of local clusters rotate past this size, keeping this many copies.
+    component_log_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    component_log_keep: int = Field(default=3, ge=1, le=100)
 
     @field_validator("api_host")
     @classmethod

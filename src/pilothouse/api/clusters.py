@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
@@ -17,6 +17,7 @@ from pilothouse.fleet import requests
 from pilothouse.fleet.registry import ClusterView
 from pilothouse.identity.policy import Permission
 from pilothouse.platform import Platform
+from pilothouse.providers.local import logfiles
 from pilothouse.store.clusters import ClusterRecord
 
 log = structlog.get_logger(__name__)
@@ -142,3 +143,20 @@ async def start_cluster(name: str, request: Request, platform: PlatformDep) -> C
 async def delete_cluster(name: str, platform: PlatformDep) -> Response:
     await platform.clusters.delete(name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/{name}/logs/{process}",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {}}}},
+    **guarded(Permission.CLUSTERS_READ),
+)
+def get_logs(
+    name: str,
+    process: str,
+    platform: PlatformDep,
+    tail: Annotated[int, Query(ge=1, le=10_000, description="Lines from the end.")] = 200,
+) -> PlainTextResponse:
+    """The last lines of a control-plane process's log (local clusters)."""
+    path = platform.clusters.log_file(name, process)
+    return PlainTextResponse("\n".join(logfiles.tail(path, tail)) + "\n")

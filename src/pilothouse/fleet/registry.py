@@ -29,6 +29,7 @@ from pilothouse.fleet.leases import Leases
 from pilothouse.kube import client as kube_client
 from pilothouse.kube.credentials import ClusterCredentials, parse_kubeconfig
 from pilothouse.progress import ProgressEvent, ProgressSink, discard
+from pilothouse.providers.local import logfiles
 from pilothouse.providers.local.provider import LocalProvider, LocalRuntime
 from pilothouse.providers.local.topology import LocalClusterSpec
 from pilothouse.settings import Settings
@@ -98,6 +99,45 @@ class ClusterRegistry:
 
     def kubeconfig(self, name: str) -> str:
         return self.credentials(name).to_yaml(name)
+
+    def log_file(self, name: str, process: str) -> Path:
+        """The log file of one process of a local cluster; ``process`` may name a component
+        (``kube-apiserver``) when the cluster runs exactly one of it."""
+        record = self._local_record(name)
+        runtime = LocalRuntime.from_dict(record.runtime) if record.runtime else None
+        processes = self._process_names(record, runtime)
+        matches = [p for p in processes if p == process] or [
+            p for p in processes if p.rsplit("-", 1)[0] == process
+        ]
+        if len(matches) != 1 or runtime is None:
+            raise errors.NotFound(
+                f"cluster {name!r} has no single process {process!r}",
+                hint=f"choose one of: {', '.join(processes) or 'none (the cluster has no processes set up)'}",
+            )
+        return runtime.layout.log_file(matches[0])
+
+    def _process_names(self, record: ClusterRecord, runtime: LocalRuntime | None) -> list[str]:
+        if runtime is None:
+            return []
+        try:
+            return [p.name for p in self.local.plan(local_spec(record), runtime)]
+        except errors.BinaryError:
+            return sorted(runtime.processes)
+
+    def rotate_logs(self, *, max_bytes: int, keep: int) -> dict[str, list[str]]:
+        """Rotate outgrown process logs of every local cluster; return what was rotated."""
+        rotated: dict[str, list[str]] = {}
+        for record in self.store.clusters():
+            if record.provider != ProviderKind.LOCAL or not record.runtime:
+                continue
+            runtime = LocalRuntime.from_dict(record.runtime)
+            names = logfiles.rotate_logs(
+                runtime.layout.logs, self._process_names(record, runtime), max_bytes=max_bytes, keep=keep
+            )
+            if names:
+                rotated[record.name] = names
+                log.info("logs.rotated", cluster=record.name, processes=names)
+        return rotated
 
     # ----- local clusters ---------------------------------------------------------------
 

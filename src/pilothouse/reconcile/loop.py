@@ -2,7 +2,8 @@
 
 Each job runs on its own schedule in its own task: converging local clusters
 to their desired state, probing the fleet's health, compacting the health
-history, keeping a watch-based inventory of every running cluster. Every pass is level-triggered (it looks at the world from scratch),
+history, keeping a watch-based inventory of every running cluster, rotating
+the control-plane logs of local clusters. Every pass is level-triggered (it looks at the world from scratch),
 so a crash at any moment is repaired by the next pass after a restart. A
 failing pass is logged and retried with bounded backoff; it never stops the
 other jobs.
@@ -23,6 +24,7 @@ from pilothouse.vocabulary import ClusterPhase, DesiredState
 log = structlog.get_logger(__name__)
 BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
 COMPACT_INTERVAL_SECONDS = 3600.0
+LOG_ROTATION_INTERVAL_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -54,11 +56,19 @@ def jobs_of(platform: Platform) -> list[Job]:
             await platform.inventory.remove(name)
         await platform.inventory.start(sorted(wanted - set(platform.inventory.names())))
 
+    async def rotate_logs() -> None:
+        await asyncio.to_thread(
+            platform.clusters.rotate_logs,
+            max_bytes=settings.component_log_max_bytes,
+            keep=settings.component_log_keep,
+        )
+
     return [
         Job("reconcile", settings.reconcile_interval_seconds, reconcile),
         Job("health", settings.health_interval_seconds, platform.health.probe_once),
         Job("compact-health", COMPACT_INTERVAL_SECONDS, compact),
         Job("inventory", settings.reconcile_interval_seconds, watch_inventory),
+        Job("rotate-logs", LOG_ROTATION_INTERVAL_SECONDS, rotate_logs),
     ]
 
 
