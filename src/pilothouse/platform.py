@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from pilothouse.fleet.changes import ChangeFeed
 from pilothouse.fleet.inventory import FleetInventory
 from pilothouse.fleet.monitoring import HealthMonitor
 from pilothouse.fleet.registry import ClusterRegistry
@@ -32,6 +33,7 @@ class Platform:
     tokens: TokenStore
     health: HealthMonitor
     inventory: FleetInventory
+    changes: ChangeFeed
 
     @classmethod
     def open(cls, settings: Settings) -> Platform:
@@ -50,6 +52,7 @@ class Platform:
                 clusters, HealthStore(db), slo=settings.slo, timeout=settings.health_timeout_seconds
             ),
             inventory=FleetInventory(clusters.credentials),
+            changes=ChangeFeed(),
         )
 
     def ensure_bootstrap_token(self) -> str | None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from pilothouse.fleet import changes
 from pilothouse.platform import Platform
 from pilothouse.vocabulary import ClusterPhase, DesiredState
 
@@ -25,6 +26,7 @@ log = structlog.get_logger(__name__)
 BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
 COMPACT_INTERVAL_SECONDS = 3600.0
 LOG_ROTATION_INTERVAL_SECONDS = 60.0
+CHANGES_INTERVAL_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -63,12 +65,18 @@ def jobs_of(platform: Platform) -> list[Job]:
             keep=settings.component_log_keep,
         )
 
+    async def publish_changes() -> None:
+        records = await asyncio.to_thread(platform.clusters.clusters)
+        snapshots = {name: platform.inventory.snapshot(name) for name in platform.inventory.names()}
+        platform.changes.publish(changes.summarize(records, platform.health.latest, snapshots))
+
     return [
         Job("reconcile", settings.reconcile_interval_seconds, reconcile),
         Job("health", settings.health_interval_seconds, platform.health.probe_once),
         Job("compact-health", COMPACT_INTERVAL_SECONDS, compact),
         Job("inventory", settings.reconcile_interval_seconds, watch_inventory),
         Job("rotate-logs", LOG_ROTATION_INTERVAL_SECONDS, rotate_logs),
+        Job("changes", CHANGES_INTERVAL_SECONDS, publish_changes),
     ]
 
 
