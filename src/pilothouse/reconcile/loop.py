@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 
 from pilothouse.fleet import changes
+from pilothouse.fleet.registry import KUBECONFIG_SECRET
 from pilothouse.platform import Platform
 from pilothouse.vocabulary import ClusterPhase, DesiredState
 
@@ -52,7 +53,9 @@ def jobs_of(platform: Platform) -> list[Job]:
         wanted = {
             r.name
             for r in await asyncio.to_thread(platform.clusters.clusters)
-            if r.phase == ClusterPhase.RUNNING and r.desired_state == DesiredState.RUNNING
+            if r.desired_state == DesiredState.RUNNING
+            and r.phase in (ClusterPhase.RUNNING, ClusterPhase.PROVISIONING)  # a restart keeps the cache
+            and KUBECONFIG_SECRET in r.secret_names
         }
         for name in sorted(set(platform.inventory.names()) - wanted):
             await platform.inventory.remove(name)
