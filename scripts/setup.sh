@@ -15,7 +15,7 @@ say() { printf '\n==> %s\n' "$*" >&2; }
 
 # --- system packages (Debian) ------------------------------------------------
 packages=(haproxy)
-$dev && packages+=(postgresql)
+$dev && packages+=(postgresql prometheus prometheus-alertmanager)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -25,8 +25,9 @@ if ((${#missing[@]})); then
   SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  # Pilothouse runs its own HAProxy and PostgreSQL processes; the distribution's services are not needed.
-  for service in haproxy postgresql; do
+  # Pilothouse (and its tests) run their own HAProxy, PostgreSQL, Prometheus and Alertmanager processes;
+  # the distribution's services are not needed.
+  for service in haproxy postgresql prometheus prometheus-alertmanager; do
     if command -v systemctl >/dev/null && systemctl is-active -q "$service" 2>/dev/null; then $SUDO systemctl stop "$service" || true; fi
   done
 fi
