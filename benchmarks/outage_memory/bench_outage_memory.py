@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import psutil
 
+from pilothouse import logs
 from pilothouse.fleet import requests
 from pilothouse.platform import Platform
 from pilothouse.providers.local.provider import LocalRuntime
@@ -146,6 +147,7 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between samples")
     parser.add_argument("--nodes", type=int, default=10)
     args = parser.parse_args()
+    logs.configure("WARNING")
     with tempfile.TemporaryDirectory(prefix="pilothouse-bench-") as home:
         os.environ["PILOTHOUSE_DATA_DIR"] = f"{home}/data"
         os.environ["PILOTHOUSE_CONFIG_DIR"] = f"{home}/config"
