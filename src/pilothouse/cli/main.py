@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from pilothouse import __version__
-from pilothouse.cli import binaries, cluster, fleet, logs, token, up
+from pilothouse.cli import binaries, capacity, cluster, events, fleet, logs, token, up
 
 app = typer.Typer(
     name="pilothouse",
@@ -18,6 +18,8 @@ app.add_typer(binaries.app)
 app.add_typer(token.app)
 app.add_typer(fleet.app)
 app.add_typer(fleet.sla_app)
+app.add_typer(capacity.app)
+app.add_typer(events.app)
 app.command("up")(up.up)
 app.command("logs")(logs.logs)
 

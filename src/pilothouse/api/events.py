@@ -1,0 +1,98 @@
+"""REST route of the fleet's Kubernetes Events (``/api/v1/events``), searched in the watch caches.
+
+Each watched cluster keeps its recent events in a bounded ring
+(``fleet.inventory.EventRing``); ``fleet.events`` (pure) filters them. Without
+``cluster`` every running cluster is searched (watching starts on first use).
+``EventOut`` is shared with ``pilothouse events search --json``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel
+
+from pilothouse.api.auth import get_platform, guarded
+from pilothouse.api.capacity import running_clusters, synced_inventories
+from pilothouse.fleet import events
+from pilothouse.fleet.inventory import ClusterInventory
+from pilothouse.identity.policy import Permission
+from pilothouse.platform import Platform
+
+router = APIRouter(tags=["events"])
+PlatformDep = Annotated[Platform, Depends(get_platform)]
+
+
+class EventOut(BaseModel):
+    cluster: str
+    namespace: str
+    name: str
+    involved_kind: str
+    involved_name: str
+    reason: str
+    type: str
+    message: str
+    count: int
+    last_timestamp: datetime | None
+    source: str
+
+    @classmethod
+    def of(cls, found: events.FoundEvent) -> EventOut:
+        e = found.event
+        return cls(
+            cluster=found.cluster,
+            namespace=e.namespace,
+            name=e.name,
+            involved_kind=e.involved_kind,
+            involved_name=e.involved_name,
+            reason=e.reason,
+            type=e.type,
+            message=e.message,
+            count=e.count,
+            last_timestamp=e.last_timestamp,
+            source=e.source,
+        )
+
+
+def search(inventories: list[ClusterInventory], query: events.EventQuery) -> list[EventOut]:
+    """``fleet.events.search_events`` over the rings of ``inventories``."""
+    rings = {i.name: i.events.values() for i in inventories}
+    return [EventOut.of(found) for found in events.search_events(rings, query)]
+
+
+@router.get("/api/v1/events", response_model=list[EventOut], **guarded(Permission.CLUSTERS_READ))
+async def search_events(
+    platform: PlatformDep,
+    cluster: Annotated[
+        str | None, Query(description="Only this cluster (default: every running one).")
+    ] = None,
+    namespace: str | None = None,
+    kind: Annotated[str | None, Query(description="Kind of the involved object, e.g. Deployment.")] = None,
+    name: Annotated[str | None, Query(description="Name of the involved object.")] = None,
+    reason: str | None = None,
+    type_: Annotated[str | None, Query(alias="type", description="Normal or Warning.")] = None,
+    since: Annotated[str | None, Query(description="A duration back from now (10m, 2h) or ISO 8601.")] = None,
+    until: Annotated[str | None, Query(description="A duration back from now or ISO 8601.")] = None,
+    text: Annotated[str | None, Query(description="Case-insensitive text in the message.")] = None,
+    limit: Annotated[int, Query(ge=0, le=events.MAX_LIMIT)] = events.DEFAULT_LIMIT,
+) -> list[EventOut]:
+    """Recent events of the fleet, newest first."""
+    now = platform.now()
+    query = events.EventQuery(
+        cluster=cluster,
+        namespace=namespace,
+        kind=kind,
+        name=name,
+        reason=reason,
+        type=type_,
+        since=None if since is None else events.parse_time(since, now=now),
+        until=None if until is None else events.parse_time(until, now=now),
+        text=text,
+        limit=limit,
+    )
+    names = [cluster] if cluster is not None else running_clusters(platform)
+    if cluster is not None:
+        platform.clusters.get(cluster)  # NotFound (404) for an unknown cluster
+    return search(await synced_inventories(platform, names), query)

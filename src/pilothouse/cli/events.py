@@ -1,0 +1,90 @@
+"""``pilothouse events search``: Kubernetes Events of the fleet, filtered, newest first.
+
+A one-shot ``FleetInventory`` lists each cluster's events (so it sees what the
+API servers still keep: one hour by default), then ``fleet.events`` filters
+them. The server's ``GET /api/v1/events`` searches its longer-lived rings.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from pydantic import TypeAdapter
+from rich.table import Table
+
+from pilothouse.api.capacity import running_clusters
+from pilothouse.api.events import EventOut, search
+from pilothouse.cli.capacity import watch_once
+from pilothouse.cli.context import open_platform
+from pilothouse.cli.output import cli_errors, console, run
+from pilothouse.fleet import events
+
+EVENTS_JSON = TypeAdapter(list[EventOut])
+app = typer.Typer(name="events", help="Kubernetes Events of the fleet.", no_args_is_help=True)
+
+
+@app.callback()
+def _group() -> None:
+    """Kubernetes Events of the fleet."""  # a group even with one command, so `search` stays a subcommand
+
+
+@app.command("search")
+def search_command(
+    cluster: Annotated[
+        str | None, typer.Option(help="Only this cluster (default: every running one).")
+    ] = None,
+    namespace: Annotated[str | None, typer.Option(help="Only this namespace.")] = None,
+    kind: Annotated[str | None, typer.Option(help="Kind of the involved object, e.g. Deployment.")] = None,
+    name: Annotated[str | None, typer.Option(help="Name of the involved object.")] = None,
+    reason: Annotated[str | None, typer.Option(help="Reason, e.g. ScalingReplicaSet, BackOff.")] = None,
+    type_: Annotated[str | None, typer.Option("--type", help="Normal or Warning.")] = None,
+    since: Annotated[str | None, typer.Option(help="A duration back from now (10m, 2h) or ISO 8601.")] = None,
+    until: Annotated[str | None, typer.Option(help="A duration back from now or ISO 8601.")] = None,
+    text: Annotated[str | None, typer.Option(help="Case-insensitive text in the message.")] = None,
+    limit: Annotated[int, typer.Option(min=0, max=events.MAX_LIMIT, help="At most this many.")] = (
+        events.DEFAULT_LIMIT
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Search the fleet's recent events by cluster, namespace, object, reason, type, time and text."""
+    with cli_errors(), open_platform() as platform:
+        now = platform.now()
+        query = events.EventQuery(
+            cluster=cluster,
+            namespace=namespace,
+            kind=kind,
+            name=name,
+            reason=reason,
+            type=type_,
+            since=None if since is None else events.parse_time(since, now=now),
+            until=None if until is None else events.parse_time(until, now=now),
+            text=text,
+            limit=limit,
+        )
+        names = [cluster] if cluster is not None else running_clusters(platform)
+        for wanted in names:
+            platform.clusters.get(wanted)
+        caches = run(watch_once(platform, names))
+        found = search(list(caches.values()), query)
+        if as_json:
+            typer.echo(EVENTS_JSON.dump_json(found, indent=2).decode())
+            return
+        _print(found)
+
+
+def _print(found: list[EventOut]) -> None:
+    table = Table("LAST SEEN", "CLUSTER", "NAMESPACE", "TYPE", "REASON", "OBJECT", "COUNT", "MESSAGE")
+    for e in found:
+        table.add_row(
+            "-" if e.last_timestamp is None else e.last_timestamp.isoformat(timespec="seconds"),
+            e.cluster,
+            e.namespace,
+            f"[yellow]{e.type}[/]" if e.type == "Warning" else e.type,
+            e.reason,
+            f"{e.involved_kind}/{e.involved_name}",
+            str(e.count),
+            e.message,
+        )
+    console.print(table)
+    console.print(f"{len(found)} events", highlight=False)
