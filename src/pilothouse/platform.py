@@ -10,12 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from pydantic import ValidationError
+
+from pilothouse import errors
+from pilothouse.fleet import alerting, notify
+from pilothouse.fleet.alerts import Alerts
 from pilothouse.fleet.changes import ChangeFeed
 from pilothouse.fleet.inventory import FleetInventory
 from pilothouse.fleet.monitoring import HealthMonitor
 from pilothouse.fleet.registry import ClusterRegistry
 from pilothouse.identity.policy import Role
 from pilothouse.settings import Settings
+from pilothouse.store.alerts import AlertStore
 from pilothouse.store.db import Database
 from pilothouse.store.health import HealthStore
 from pilothouse.store.secrets import SecretBox
@@ -34,6 +40,7 @@ class Platform:
     health: HealthMonitor
     inventory: FleetInventory
     changes: ChangeFeed
+    alerts: Alerts
 
     @classmethod
     def open(cls, settings: Settings) -> Platform:
@@ -42,17 +49,21 @@ class Platform:
         db.migrate()
         box = SecretBox.from_file(settings.effective_secret_key_file)
         clusters = ClusterRegistry(settings, db, box)
+        monitor = HealthMonitor(
+            clusters, HealthStore(db), slo=settings.slo, timeout=settings.health_timeout_seconds
+        )
+        inventory = FleetInventory(clusters.credentials)
+        rules, channels = _alerting_config(settings)
         return cls(
             settings=settings,
             db=db,
             box=box,
             clusters=clusters,
             tokens=TokenStore(db),
-            health=HealthMonitor(
-                clusters, HealthStore(db), slo=settings.slo, timeout=settings.health_timeout_seconds
-            ),
-            inventory=FleetInventory(clusters.credentials),
+            health=monitor,
+            inventory=inventory,
             changes=ChangeFeed(),
+            alerts=Alerts(clusters, monitor, inventory, AlertStore(db), rules=rules, channels=channels),
         )
 
     def ensure_bootstrap_token(self) -> str | None:
@@ -67,3 +78,19 @@ class Platform:
 
     def close(self) -> None:
         self.db.dispose()
+
+
+def _alerting_config(settings: Settings) -> tuple[alerting.AlertRulesConfig, tuple[notify.AnyChannel, ...]]:
+    """Validate the alert rule overrides and notification channels of the settings."""
+    try:
+        rules = alerting.AlertRulesConfig.model_validate(settings.alert_rules)
+        channels = notify.NotificationConfig.model_validate(
+            {"channels": settings.notification_channels}
+        ).channels
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise errors.InvalidInput(
+            f"invalid alerting settings: {problems}",
+            hint="fix alert_rules / notification_channels in the Pilothouse config file",
+        ) from None
+    return rules, tuple(channels)

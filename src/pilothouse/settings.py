@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     health_timeout_seconds: float = Field(default=2.0, gt=0)
     #: Availability objective of every cluster (error budget = 1 - slo over 30 days).
     slo: float = Field(default=0.999, gt=0, lt=1)
+    alerts_interval_seconds: float = Field(default=5.0, gt=0)
+    #: Overrides of the built-in alert rules (see ``fleet.alerting.AlertRulesConfig``).
+    alert_rules: dict[str, Any] = Field(default_factory=dict)
+    #: Notification channels: webhook, slack, alertmanager, email (see ``fleet.notify``).
+    notification_channels: list[dict[str, Any]] = Field(default_factory=list)
     log_level: str = "INFO"
     #: Control-plane process logs of local clusters rotate past this size, keeping this many copies.
     component_log_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)

@@ -16,6 +16,7 @@ class Permission(StrEnum):
     CLUSTERS_WRITE = "clusters:write"
     CLUSTERS_CREDENTIALS = "clusters:credentials"
     TOKENS_ADMIN = "tokens:admin"
+    ALERTS_MANAGE = "alerts:manage"  # acknowledge alerts, create and expire silences
 
 
 class Role(StrEnum):
@@ -29,9 +30,14 @@ class Role(StrEnum):
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.PLATFORM_ADMIN: frozenset(Permission),
     Role.CLUSTER_ADMIN: frozenset(
-        {Permission.CLUSTERS_READ, Permission.CLUSTERS_WRITE, Permission.CLUSTERS_CREDENTIALS}
+        {
+            Permission.CLUSTERS_READ,
+            Permission.CLUSTERS_WRITE,
+            Permission.CLUSTERS_CREDENTIALS,
+            Permission.ALERTS_MANAGE,
+        }
     ),
-    Role.OPERATOR: frozenset({Permission.CLUSTERS_READ, Permission.CLUSTERS_WRITE}),
+    Role.OPERATOR: frozenset({Permission.CLUSTERS_READ, Permission.CLUSTERS_WRITE, Permission.ALERTS_MANAGE}),
     Role.VIEWER: frozenset({Permission.CLUSTERS_READ}),
     Role.AUDITOR: frozenset({Permission.CLUSTERS_READ}),
 }

@@ -3,7 +3,7 @@
 Each job runs on its own schedule in its own task: converging local clusters
 to their desired state, probing the fleet's health, compacting the health
 history, keeping a watch-based inventory of every running cluster, rotating
-the control-plane logs of local clusters. Every pass is level-triggered (it looks at the world from scratch),
+the control-plane logs of local clusters, evaluating alert rules and notifying. Every pass is level-triggered (it looks at the world from scratch),
 so a crash at any moment is repaired by the next pass after a restart. A
 failing pass is logged and retried with bounded backoff; it never stops the
 other jobs.
@@ -73,6 +73,9 @@ def jobs_of(platform: Platform) -> list[Job]:
         snapshots = {name: platform.inventory.snapshot(name) for name in platform.inventory.names()}
         platform.changes.publish(changes.summarize(records, platform.health.latest, snapshots))
 
+    async def prune_alerts() -> None:
+        await asyncio.to_thread(platform.alerts.prune)
+
     return [
         Job("reconcile", settings.reconcile_interval_seconds, reconcile),
         Job("health", settings.health_interval_seconds, platform.health.probe_once),
@@ -80,6 +83,8 @@ def jobs_of(platform: Platform) -> list[Job]:
         Job("inventory", settings.reconcile_interval_seconds, watch_inventory),
         Job("rotate-logs", LOG_ROTATION_INTERVAL_SECONDS, rotate_logs),
         Job("changes", CHANGES_INTERVAL_SECONDS, publish_changes),
+        Job("alerts", settings.alerts_interval_seconds, platform.alerts.evaluate_once),
+        Job("prune-alerts", COMPACT_INTERVAL_SECONDS, prune_alerts),
     ]
 
 

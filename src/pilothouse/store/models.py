@@ -15,6 +15,7 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     ForeignKey,
+    Integer,
     LargeBinary,
     String,
     Text,
@@ -146,3 +147,62 @@ class HealthRollupRow(Base):
     samples: Mapped[int]
     latency_ms_sum: Mapped[float]
     latency_samples: Mapped[int]
+
+
+# ----- alerts (fleet/alerting.py, fleet/notify.py) -----------------------------------------------
+
+
+class AlertRow(Base):
+    """The current state of one alert (one rule and label set), keyed by its fingerprint.
+
+    Not tied to a cluster row: the alerts of a deleted cluster resolve and expire on their own.
+    """
+
+    __tablename__ = "alerts"
+
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    rule: Mapped[str] = mapped_column(String(64), index=True)
+    cluster: Mapped[str] = mapped_column(String(63), index=True)
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    severity: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    summary: Mapped[str] = mapped_column(Text, default="")
+    started_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    fired_at: Mapped[datetime | None] = mapped_column(default=None)
+    resolved_at: Mapped[datetime | None] = mapped_column(default=None)
+    acked_by: Mapped[str | None] = mapped_column(String(160), default=None)
+    acked_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_notified_at: Mapped[datetime | None] = mapped_column(default=None)
+    notified: Mapped[str | None] = mapped_column(String(16), default=None)
+    silenced_by: Mapped[str | None] = mapped_column(String(32), default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SilenceRow(Base):
+    """Label matchers (``[{"name", "value", "op"}]``) whose alerts are not notified in [starts_at, ends_at)."""
+
+    __tablename__ = "alert_silences"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    matchers: Mapped[list[dict[str, str]]] = mapped_column(JSON)
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime] = mapped_column(index=True)
+    created_by: Mapped[str] = mapped_column(String(160), default="")
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AlertDeliveryRow(Base):
+    """One attempt to deliver one notice of one alert to one channel (the delivery log)."""
+
+    __tablename__ = "alert_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    channel: Mapped[str] = mapped_column(String(96))
+    attempt: Mapped[int]
+    ok: Mapped[bool]
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    at: Mapped[datetime] = mapped_column(index=True)
