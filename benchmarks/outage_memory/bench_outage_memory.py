@@ -91,7 +91,15 @@ async def _run(args: argparse.Namespace) -> list[Sample]:
         await phase("both up", args.baseline_seconds)
         runtime = LocalRuntime.from_dict(platform.clusters.get(away).runtime)
         platform.clusters.local.kill(runtime, "kube-apiserver-0")
-        await phase("one cluster away", args.down_minutes * 60)
+        await phase("one cluster away", 30)  # let retries settle into their longest backoff
+        gc.collect()
+        before = tracemalloc.take_snapshot()
+        await phase("one cluster away", args.down_minutes * 60 - 30)
+        gc.collect()
+        growth = tracemalloc.take_snapshot().compare_to(before, "lineno")
+        print("largest heap growth while away (after the first 30 s):")
+        for stat in growth[:8]:
+            print(f"  {stat.size_diff / 1024:+8.1f} KiB  {stat.count_diff:+6d} blocks  {stat.traceback}")
         await platform.clusters.start(away)
         await platform.inventory.ensure(away)
         await platform.inventory.wait_synced(away, timeout=120)

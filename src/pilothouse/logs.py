@@ -14,6 +14,24 @@ import sys
 import structlog
 
 
+class _StderrLogger:
+    """Writes each event line to whatever ``sys.stderr`` is at that moment.
+
+    structlog's own print logger keeps the stream it was created with; a stream that
+    is later replaced and closed (test capture, an embedding application) would then
+    turn every log call into an error.
+    """
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
+
+
+def _stderr_logger(*_args: object) -> _StderrLogger:
+    return _StderrLogger()
+
+
 def configure(level: str = "INFO") -> None:
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
@@ -30,6 +48,6 @@ def configure(level: str = "INFO") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
