@@ -80,15 +80,16 @@ async def search_events(
 ) -> list[EventOut]:
     """Recent events of the fleet, newest first."""
     now = platform.now()
-    query = events.EventQuery(
+    query = events.EventQuery.from_text(
+        since=since,
+        until=until,
+        now=now,
         cluster=cluster,
         namespace=namespace,
         kind=kind,
         name=name,
         reason=reason,
         type=type_,
-        since=None if since is None else events.parse_time(since, now=now),
-        until=None if until is None else events.parse_time(until, now=now),
         text=text,
         limit=limit,
     )

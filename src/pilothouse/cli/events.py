@@ -50,15 +50,16 @@ def search_command(
     """Search the fleet's recent events by cluster, namespace, object, reason, type, time and text."""
     with cli_errors(), open_platform() as platform:
         now = platform.now()
-        query = events.EventQuery(
+        query = events.EventQuery.from_text(
+            since=since,
+            until=until,
+            now=now,
             cluster=cluster,
             namespace=namespace,
             kind=kind,
             name=name,
             reason=reason,
             type=type_,
-            since=None if since is None else events.parse_time(since, now=now),
-            until=None if until is None else events.parse_time(until, now=now),
             text=text,
             limit=limit,
         )

@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from pilothouse import errors
 
@@ -80,6 +80,15 @@ class EventQuery:
                 raise errors.InvalidInput(f"{field} must carry a time zone")
         if self.since is not None and self.until is not None and self.since > self.until:
             raise errors.InvalidInput("since is after until")
+
+    @classmethod
+    def from_text(cls, *, since: str | None, until: str | None, now: datetime, **fields: Any) -> EventQuery:
+        """A query whose time bounds are typed text (``"10m"`` or ISO 8601), as CLI and API take them."""
+        return cls(
+            since=None if since is None else parse_time(since, now=now),
+            until=None if until is None else parse_time(until, now=now),
+            **fields,
+        )
 
     def matches(self, cluster: str, event: EventLike) -> bool:
         if self.cluster is not None and cluster != self.cluster:
