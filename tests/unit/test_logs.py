@@ -12,7 +12,9 @@ import structlog
 from pilothouse import logs
 
 
-def test_events_go_to_the_current_stderr_even_after_the_old_one_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_events_go_to_the_current_stderr_even_after_the_old_one_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     first = io.StringIO()
     monkeypatch.setattr(sys, "stderr", first)
     logs.configure("INFO")
