@@ -22,6 +22,7 @@ from pilothouse.fleet import health, metrics, sla
 from pilothouse.fleet.inventory import ClusterInventory, InventorySnapshot
 from pilothouse.kube import watching
 from pilothouse.kube.summaries import Kind, NodeSummary, PodSummary, WorkloadKind, WorkloadSummary
+from tests.factories import pod_summary
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -50,22 +51,7 @@ def node(name: str, *, ready: bool = True, unschedulable: bool = False) -> NodeS
 
 
 def pod(name: str, phase: str, *, waiting: str = "", namespace: str = "default") -> PodSummary:
-    return PodSummary(
-        namespace=namespace,
-        name=name,
-        node="kwok-node-0",
-        phase=phase,
-        ready=phase == "Running" and not waiting,
-        terminating=False,
-        restarts=0,
-        waiting_reason=waiting,
-        owner_kind="ReplicaSet",
-        owner_name="web",
-        cpu_request_millicores=0,
-        memory_request_bytes=0,
-        cpu_limit_millicores=0,
-        memory_limit_bytes=0,
-    )
+    return pod_summary(name, phase=phase, waiting=waiting, namespace=namespace)
 
 
 def workload(

@@ -22,6 +22,7 @@ from pilothouse.kube.summaries import (
     WorkloadSummary,
 )
 from pilothouse.kube.watching import Recovery
+from tests.factories import pod_summary
 
 # ----- backoff ----------------------------------------------------------------------------------
 
@@ -156,21 +157,15 @@ def _node(name: str, *, ready: bool = True, unschedulable: bool = False) -> Node
 
 
 def _pod(name: str, *, phase: str = "Running", waiting: str = "", namespace: str = "shop") -> PodSummary:
-    return PodSummary(
-        namespace=namespace,
-        name=name,
-        node="n1",
+    return pod_summary(
+        name,
         phase=phase,
-        ready=phase == "Running" and not waiting,
-        terminating=False,
-        restarts=0,
-        waiting_reason=waiting,
-        owner_kind="ReplicaSet",
+        waiting=waiting,
+        namespace=namespace,
+        node="n1",
         owner_name="web-1",
         cpu_request_millicores=100,
         memory_request_bytes=1024,
-        cpu_limit_millicores=0,
-        memory_limit_bytes=0,
     )
 
 

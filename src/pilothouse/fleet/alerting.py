@@ -63,6 +63,7 @@ from typing import NamedTuple, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from pilothouse import errors
+from pilothouse.shapes import AlertFields
 
 CRASH_LOOP_REASON = "CrashLoopBackOff"
 
@@ -330,42 +331,7 @@ class AlertState:
         return self.acked_by is not None
 
 
-class AlertRecordLike(Protocol):
-    """What ``restore`` reads; ``store.alerts.AlertRecord`` is one."""
-
-    @property
-    def fingerprint(self) -> str: ...
-    @property
-    def rule(self) -> str: ...
-    @property
-    def labels(self) -> Mapping[str, str]: ...
-    @property
-    def severity(self) -> str: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def summary(self) -> str: ...
-    @property
-    def started_at(self) -> datetime: ...
-    @property
-    def last_seen_at(self) -> datetime: ...
-    @property
-    def fired_at(self) -> datetime | None: ...
-    @property
-    def resolved_at(self) -> datetime | None: ...
-    @property
-    def acked_by(self) -> str | None: ...
-    @property
-    def acked_at(self) -> datetime | None: ...
-    @property
-    def last_notified_at(self) -> datetime | None: ...
-    @property
-    def notified(self) -> str | None: ...
-    @property
-    def silenced_by(self) -> str | None: ...
-
-
-def restore(records: Iterable[AlertRecordLike]) -> dict[str, AlertState]:
+def restore(records: Iterable[AlertFields]) -> dict[str, AlertState]:
     """Alert states from stored records, keyed by fingerprint; unknown rules are skipped."""
     states: dict[str, AlertState] = {}
     known = {r.value for r in Rule}

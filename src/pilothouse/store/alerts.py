@@ -5,7 +5,7 @@ The alert pass (``fleet.alerting.evaluate``) works on the whole set of
 current states: ``records()`` loads it, ``save(states)`` writes it back
 (upserting every given state and deleting the rows it no longer holds), in
 one transaction. The store cannot import the service layer, so it reads
-states through the ``AlertLike`` protocol and hands back ``AlertRecord``
+states through the ``AlertFields`` protocol and hands back ``AlertRecord``
 (plain strings), which ``fleet.alerting.restore`` turns back into states.
 
 An acknowledgement may arrive (``acknowledge``, from the CLI or the API)
@@ -23,50 +23,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import delete, func, select
 
 from pilothouse import errors
+from pilothouse.shapes import AlertFields
 from pilothouse.store.db import Database
 from pilothouse.store.models import AlertDeliveryRow, AlertRow, SilenceRow, new_id
 
 _ACTIVE = ("pending", "firing")
-
-
-class AlertLike(Protocol):
-    """What ``save`` reads from an alert state (``fleet.alerting.AlertState``)."""
-
-    @property
-    def fingerprint(self) -> str: ...
-    @property
-    def rule(self) -> str: ...
-    @property
-    def labels(self) -> Mapping[str, str]: ...
-    @property
-    def severity(self) -> str: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def summary(self) -> str: ...
-    @property
-    def started_at(self) -> datetime: ...
-    @property
-    def last_seen_at(self) -> datetime: ...
-    @property
-    def fired_at(self) -> datetime | None: ...
-    @property
-    def resolved_at(self) -> datetime | None: ...
-    @property
-    def acked_by(self) -> str | None: ...
-    @property
-    def acked_at(self) -> datetime | None: ...
-    @property
-    def last_notified_at(self) -> datetime | None: ...
-    @property
-    def notified(self) -> str | None: ...
-    @property
-    def silenced_by(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -146,7 +112,7 @@ def _silence(row: SilenceRow) -> SilenceRecord:
     )
 
 
-def _fields(state: AlertLike) -> dict[str, Any]:
+def _fields(state: AlertFields) -> dict[str, Any]:
     return {
         "rule": str(state.rule),
         "cluster": state.labels.get("cluster", ""),
@@ -194,7 +160,7 @@ class AlertStore:
                 )
             return _record(row)
 
-    def save(self, states: Iterable[AlertLike]) -> None:
+    def save(self, states: Iterable[AlertFields]) -> None:
         """Make the stored set exactly ``states``, keeping acknowledgements made meanwhile."""
         wanted = {s.fingerprint: s for s in states}
         with self.db.session() as session:
