@@ -83,7 +83,7 @@ class Platform:
 def _alerting_config(settings: Settings) -> tuple[alerting.AlertRulesConfig, tuple[notify.AnyChannel, ...]]:
     """Validate the alert rule overrides and notification channels of the settings."""
     try:
-        rules = alerting.AlertRulesConfig.model_validate(settings.alert_rules)
+        rules = alerting.AlertRulesConfig.from_overrides(settings.alert_rules)
         channels = notify.NotificationConfig.model_validate(
             {"channels": settings.notification_channels}
         ).channels

@@ -9,15 +9,17 @@ flapping, resolution, acknowledgement, silences and de-duplication.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from pilothouse import errors
 from pilothouse.fleet import alerting, sla
 from pilothouse.fleet.health import ClusterHealth, EndpointHealth, EndpointKind
-from pilothouse.fleet.inventory import ClusterInventory, InventorySnapshot
+from pilothouse.fleet.inventory import ClusterInventory, InventorySnapshot, KindCache
+from pilothouse.kube import watching
 from pilothouse.kube.summaries import Kind, NodeSummary, PodSummary, WorkloadKind, WorkloadSummary
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -48,9 +50,17 @@ def node(name: str, *, ready: bool = True) -> NodeSummary:
     return NodeSummary(name, ready, False, "v1.36.3", 1000, 1 << 30, 110, "kwok", (("Ready", str(ready)),))
 
 
-def pod(name: str, *, waiting: str = "", restarts: int = 0, namespace: str = "default") -> PodSummary:
+def pod(
+    name: str,
+    *,
+    waiting: str = "",
+    restarts: int = 0,
+    namespace: str = "default",
+    cpu: int = 0,
+    memory: int = 0,
+) -> PodSummary:
     return PodSummary(
-        namespace, name, "n0", "Running", not waiting, False, restarts, waiting, "", "", 0, 0, 0, 0
+        namespace, name, "n0", "Running", not waiting, False, restarts, waiting, "", "", cpu, memory, 0, 0
     )
 
 
@@ -69,12 +79,15 @@ def inventory(
     synced: bool = True,
 ) -> ClusterInventory:
     inv = ClusterInventory(cluster, kinds=(Kind.NODES, Kind.PODS, Kind.DEPLOYMENTS), clock=lambda: 0.0)
-    inv.nodes.items = {n.key: n for n in nodes}
-    inv.pods.items = {p.key: p for p in pods}
-    inv.deployments.items = {w.key: w for w in workloads}
-    for cache in (inv.nodes, inv.pods, inv.deployments):
-        cache.synced = synced
-        cache.connected = True
+    contents: tuple[tuple[KindCache[Any], Sequence[Any]], ...] = (
+        (inv.nodes, nodes),
+        (inv.pods, pods),
+        (inv.deployments, workloads),
+    )
+    for cache, objects in contents:
+        cache.on_connected()
+        if synced:
+            cache.on_event(watching.Synced(objects=tuple(objects), resource_version="1"))
     return inv
 
 
@@ -86,6 +99,7 @@ def observe(
     inv: ClusterInventory | None = None,
     with_pods: bool = True,
     report: sla.SLAReport | None = None,
+    certificates: Mapping[str, datetime] | None = None,
 ) -> alerting.ClusterObservation:
     snapshot: InventorySnapshot | None = inv.snapshot() if inv is not None else None
     return alerting.ClusterObservation(
@@ -94,6 +108,7 @@ def observe(
         inventory=snapshot,
         pods=inv.pods_in() if inv is not None and with_pods else None,
         sla=report,
+        certificates=certificates,
     )
 
 
@@ -460,3 +475,90 @@ def test_refresh_notices_cover_announced_firing_alerts_only() -> None:
     # announced; the API server alert: still pending
     assert [n.alert.labels.get("node") for n in notices] == ["n0"]
     assert all(n.repeat and n.kind is Kind_.FIRING for n in notices)
+
+
+# ----- CapacityHigh ------------------------------------------------------------------------------
+
+
+def test_capacity_high_fires_over_the_threshold_and_resolves_under_it() -> None:
+    config = CONFIG.model_copy(update={"capacity_high": alerting.CapacityRuleConfig(for_seconds=60)})
+    crowded = inventory(nodes=[node("n0")], pods=[pod("big", cpu=850)])  # 85 % of 1000m
+    roomy = inventory(nodes=[node("n0")], pods=[pod("big", cpu=500)])
+
+    states, sent = run(
+        [(0, [observe(inv=crowded)]), (30, [observe(inv=crowded)]), (60, [observe(inv=crowded)])],
+        config=config,
+    )
+    alert = only(states)
+    assert (alert.rule, alert.status, sent) == (
+        alerting.Rule.CAPACITY_HIGH,
+        Status.FIRING,
+        [(60, "firing", "CapacityHigh")],
+    )
+    assert "cpu requests are 85.0% of allocatable" in alert.summary
+
+    states, sent = run([(90, [observe(inv=roomy)])], config=config, states=states)
+    assert (only(states).status, sent) == (Status.RESOLVED, [(90, "resolved", "CapacityHigh")])
+
+
+def test_capacity_threshold_is_user_settable_and_checked() -> None:
+    crowded = inventory(nodes=[node("n0")], pods=[pod("big", memory=900 << 20)])  # 88 % of 1 GiB
+    lenient = alerting.AlertRulesConfig.model_validate(
+        {"capacity_high": {"for_seconds": 0, "threshold": 0.9}}
+    )
+    strict = alerting.AlertRulesConfig.model_validate({"capacity_high": {"for_seconds": 0, "threshold": 0.5}})
+
+    assert run([(0, [observe(inv=crowded)])], config=lenient)[0] == {}
+    assert only(run([(0, [observe(inv=crowded)])], config=strict)[0]).summary.startswith(
+        "cluster alpha: memory requests are 87.9% of allocatable"
+    )
+    with pytest.raises(ValueError, match="threshold"):
+        alerting.AlertRulesConfig.model_validate({"capacity_high": {"for_seconds": 0, "threshold": 1.5}})
+
+
+# ----- CertificateExpiringSoon -------------------------------------------------------------------
+
+
+def test_certificates_warn_then_turn_critical_as_expiry_nears() -> None:
+    certificates = {
+        "apiserver.crt": T0 + timedelta(days=20),
+        "ca.crt": T0 + timedelta(days=3650),
+        "front-proxy-client.crt": T0 + timedelta(days=5),
+        "etcd/peer-0.crt": T0 - timedelta(hours=2),
+    }
+
+    states, sent = run([(0, [observe(certificates=certificates)])])
+
+    by_cert = {s.labels["certificate"]: s for s in states.values()}
+    assert sorted(by_cert) == ["apiserver.crt", "etcd/peer-0.crt", "front-proxy-client.crt"]
+    assert by_cert["apiserver.crt"].severity is alerting.Severity.WARNING
+    assert by_cert["front-proxy-client.crt"].severity is alerting.Severity.CRITICAL
+    assert "expired 2.0 hours ago" in by_cert["etcd/peer-0.crt"].summary
+    assert "expires in 20.0 days" in by_cert["apiserver.crt"].summary
+    assert {kind for _, kind, _ in sent} == {"firing"}
+
+
+def test_rotated_certificates_resolve_and_unreadable_ones_keep_their_alerts() -> None:
+    soon = {"apiserver.crt": T0 + timedelta(days=2)}
+    rotated = {"apiserver.crt": T0 + timedelta(days=365)}
+
+    states, _ = run([(0, [observe(certificates=soon)])])
+    kept, sent = run([(60, [observe(certificates=None)])], states=states)
+    assert (only(kept).status, sent) == (Status.FIRING, [])
+
+    resolved, sent = run([(120, [observe(certificates=rotated)])], states=kept)
+    assert (only(resolved).status, sent) == (Status.RESOLVED, [(120, "resolved", "CertificateExpiringSoon")])
+
+
+def test_overrides_keep_the_other_defaults_of_a_rule() -> None:
+    config = alerting.AlertRulesConfig.from_overrides(
+        {"certificate_expiring_soon": {"warning_days": 60}, "repeat_interval_seconds": None}
+    )
+    assert config.certificate_expiring_soon.warning_days == 60
+    assert config.certificate_expiring_soon.critical_days == CONFIG.certificate_expiring_soon.critical_days
+    assert config.capacity_high == CONFIG.capacity_high
+    assert config.repeat_interval_seconds is None
+    with pytest.raises(ValueError, match="warning_days"):
+        alerting.AlertRulesConfig.from_overrides({"certificate_expiring_soon": {"warning_days": -1}})
+    with pytest.raises(ValueError, match="Extra inputs"):
+        alerting.AlertRulesConfig.from_overrides({"capacity_high": {"treshold": 0.5}})

@@ -50,8 +50,8 @@ def node(name: str, *, ready: bool = True, unschedulable: bool = False) -> NodeS
     )
 
 
-def pod(name: str, phase: str, *, waiting: str = "", namespace: str = "default") -> PodSummary:
-    return pod_summary(name, phase=phase, waiting=waiting, namespace=namespace)
+def pod(name: str, phase: str, *, waiting: str = "", namespace: str = "default", cpu: int = 0) -> PodSummary:
+    return pod_summary(name, phase=phase, waiting=waiting, namespace=namespace, cpu_request_millicores=cpu)
 
 
 def workload(
@@ -214,8 +214,9 @@ def test_inventory_becomes_node_pod_and_workload_gauges() -> None:
         "shared",
         nodes=[node("n0"), node("n1"), node("n2", ready=False), node("n3", unschedulable=True)],
         pods=[
-            pod("web-1", "Running"),
-            pod("web-2", "Running"),
+            pod("web-1", "Running", cpu=1500),
+            pod("web-2", "Running", cpu=250),
+            pod("done-1", "Succeeded", cpu=4000),  # finished: holds nothing
             pod("crash-1", "Running", waiting="CrashLoopBackOff"),
             pod("new-1", "Pending", waiting="ContainerCreating"),
         ],
@@ -230,6 +231,9 @@ def test_inventory_becomes_node_pod_and_workload_gauges() -> None:
     assert value(found, "cluster_pods", cluster="shared", phase="Pending") == 1
     assert value(found, "cluster_pods", cluster="shared", phase="Failed") == 0  # always present
     assert value(found, "cluster_pods_waiting", cluster="shared", reason="CrashLoopBackOff") == 1
+    assert value(found, "cluster_allocatable", cluster="shared", resource="cpu") == 16.0
+    assert value(found, "cluster_allocatable", cluster="shared", resource="memory") == 32 * 1024**3
+    assert value(found, "cluster_requested", cluster="shared", resource="cpu") == 1.75
     web = {"cluster": "shared", "namespace": "default", "kind": "Deployment", "name": "web"}
     assert value(found, "workload_replicas", **web, state="desired") == 3
     assert value(found, "workload_replicas", **web, state="ready") == 2
@@ -251,6 +255,7 @@ def test_kinds_not_yet_listed_are_left_out_and_cut_watches_show() -> None:
     )
     found = samples(metrics.FleetState(version="0.1.0", inventories={"away": snap}))
     assert series(found, "cluster_pods") == []
+    assert series(found, "cluster_requested") == []
     assert series(found, "workload_replicas") == []
     assert value(found, "cluster_nodes", cluster="away", state="ready") == 1  # last known
     assert value(found, "inventory_watch_connected", cluster="away", kind="nodes") == 0

@@ -74,6 +74,7 @@ def test_custom_schedule_and_empty_schedule() -> None:
         {"jitter": -0.1},
         {"server_timeout": (0, 10)},
         {"server_timeout": (10, 5)},
+        {"server_timeout": (100, 200)},  # ends after the default inactivity timeout
         {"inactivity_timeout": 0},
         {"chunk_size": 0},
     ],

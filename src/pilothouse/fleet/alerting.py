@@ -20,6 +20,10 @@ APIServerEndpointDown         one API server member failed while the cluster is 
 NodeNotReady                  a node's Ready condition is not True                   node
 PodCrashLooping               a pod waits in CrashLoopBackOff                        namespace, pod
 WorkloadUnavailable           available replicas below desired                       namespace, kind, name
+CapacityHigh                  requested CPU or memory over ``threshold`` (80 %) of   (cluster)
+                              allocatable (``fleet.capacity.detect_capacity_high``)
+CertificateExpiringSoon       a local cluster's certificate expires within           certificate
+                              ``warning_days`` (30); critical within ``critical_days``
 SLOBurnRateHigh               a multiwindow burn-rate rule of ``fleet.sla`` fires    window
 ============================  =====================================================  ==========
 
@@ -58,11 +62,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from pilothouse import errors
+from pilothouse.fleet import capacity
 from pilothouse.shapes import AlertFields
 
 CRASH_LOOP_REASON = "CrashLoopBackOff"
@@ -74,6 +79,8 @@ class Rule(StrEnum):
     NODE_NOT_READY = "NodeNotReady"
     POD_CRASH_LOOPING = "PodCrashLooping"
     WORKLOAD_UNAVAILABLE = "WorkloadUnavailable"
+    CAPACITY_HIGH = capacity.CAPACITY_HIGH
+    CERTIFICATE_EXPIRING_SOON = "CertificateExpiringSoon"
     SLO_BURN_RATE_HIGH = "SLOBurnRateHigh"
 
 
@@ -123,6 +130,18 @@ class WorkloadRuleConfig(RuleConfig):
     excluded_namespaces: tuple[str, ...] = ()
 
 
+class CapacityRuleConfig(RuleConfig):
+    #: Fire when requested CPU or memory exceeds this share of allocatable.
+    threshold: float = Field(default=capacity.DEFAULT_THRESHOLD, gt=0, le=1)
+
+
+class CertificateRuleConfig(RuleConfig):
+    #: Fire when a certificate expires within this many days ...
+    warning_days: float = Field(default=30, gt=0)
+    #: ... with severity critical within this many (or once expired).
+    critical_days: float = Field(default=7, ge=0)
+
+
 class BurnRuleConfig(RuleConfig):
     #: Which ``fleet.sla`` burn-rate rules count (empty: all).
     windows: tuple[str, ...] = ()
@@ -138,10 +157,25 @@ class AlertRulesConfig(BaseModel):
     node_not_ready: RuleConfig = RuleConfig(for_seconds=120)
     pod_crash_looping: PodRuleConfig = PodRuleConfig(for_seconds=300)
     workload_unavailable: WorkloadRuleConfig = WorkloadRuleConfig(for_seconds=300)
+    capacity_high: CapacityRuleConfig = CapacityRuleConfig(for_seconds=900)
+    certificate_expiring_soon: CertificateRuleConfig = CertificateRuleConfig(for_seconds=0)
     slo_burn_rate_high: BurnRuleConfig = BurnRuleConfig(for_seconds=120, severity=Severity.CRITICAL)
     #: Re-notify an unacknowledged firing alert this often (None: never).
     repeat_interval_seconds: float | None = Field(default=4 * 3600, gt=0)
     resolved_retention_seconds: float = Field(default=24 * 3600, ge=0)
+
+    @classmethod
+    def from_overrides(cls, overrides: Mapping[str, Any]) -> AlertRulesConfig:
+        """The defaults with ``overrides`` laid over them, per rule field by field, so
+        ``{"capacity_high": {"threshold": 0.9}}`` keeps that rule's other defaults."""
+        base = cls().model_dump()
+        merged = dict(base)
+        for key, value in overrides.items():
+            default = base.get(key)
+            merged[key] = (
+                {**default, **value} if isinstance(default, dict) and isinstance(value, Mapping) else value
+            )
+        return cls.model_validate(merged)
 
     def rule(self, rule: Rule) -> RuleConfig:
         return {
@@ -150,6 +184,8 @@ class AlertRulesConfig(BaseModel):
             Rule.NODE_NOT_READY: self.node_not_ready,
             Rule.POD_CRASH_LOOPING: self.pod_crash_looping,
             Rule.WORKLOAD_UNAVAILABLE: self.workload_unavailable,
+            Rule.CAPACITY_HIGH: self.capacity_high,
+            Rule.CERTIFICATE_EXPIRING_SOON: self.certificate_expiring_soon,
             Rule.SLO_BURN_RATE_HIGH: self.slo_burn_rate_high,
         }[rule]
 
@@ -199,6 +235,13 @@ class WorkloadLike(Protocol):
     def available(self) -> int: ...
 
 
+class ResourcesLike(Protocol):
+    @property
+    def cpu_millicores(self) -> int: ...
+    @property
+    def memory_bytes(self) -> int: ...
+
+
 class SnapshotLike(Protocol):
     """``fleet.inventory.InventorySnapshot``."""
 
@@ -208,6 +251,10 @@ class SnapshotLike(Protocol):
     def workloads(self) -> Sequence[WorkloadLike]: ...
     @property
     def pods_waiting(self) -> Mapping[str, int]: ...
+    @property
+    def allocatable(self) -> ResourcesLike: ...
+    @property
+    def requested(self) -> ResourcesLike: ...
     @property
     def synced(self) -> bool: ...
     @property
@@ -262,9 +309,12 @@ class ReportLike(Protocol):
 class ClusterObservation:
     """What is known about one cluster at evaluation time; ``None`` parts are unknown.
 
-    ``pods``: the inventory's pods (``ClusterInventory.pods_in()``) for one alert per
+    ``pods``: the inventory's pods (at least the crash-looping ones:
+    ``ClusterInventory.pods_waiting(CRASH_LOOP_REASON)``) for one alert per
     crash-looping pod; without them PodCrashLooping is one alert per cluster, from
-    ``inventory.pods_waiting``.
+    ``inventory.pods_waiting``. ``certificates``: a local cluster's certificates (path
+    relative to its PKI directory → notAfter); ``None`` for imported clusters and
+    whenever they could not be read.
     """
 
     cluster: str
@@ -272,6 +322,7 @@ class ClusterObservation:
     inventory: SnapshotLike | None = None
     pods: Sequence[PodLike] | None = None
     sla: ReportLike | None = None
+    certificates: Mapping[str, datetime] | None = None
 
 
 # ----- alerts, silences, notifications ---------------------------------------------------------
@@ -470,7 +521,12 @@ class _Found:
 
 
 _HEALTH_RULES = (Rule.CLUSTER_UNREACHABLE, Rule.APISERVER_ENDPOINT_DOWN)
-_INVENTORY_RULES = (Rule.NODE_NOT_READY, Rule.POD_CRASH_LOOPING, Rule.WORKLOAD_UNAVAILABLE)
+_INVENTORY_RULES = (
+    Rule.NODE_NOT_READY,
+    Rule.POD_CRASH_LOOPING,
+    Rule.WORKLOAD_UNAVAILABLE,
+    Rule.CAPACITY_HIGH,
+)
 
 
 def _detect_health(found: _Found, cluster: str, health: HealthLike, config: AlertRulesConfig) -> None:
@@ -558,6 +614,49 @@ def _detect_inventory(
                 )
 
 
+def _detect_capacity(found: _Found, cluster: str, inventory: SnapshotLike, config: AlertRulesConfig) -> None:
+    rule = config.capacity_high
+    if not rule.enabled:
+        return
+    condition = capacity.detect_capacity_high(
+        capacity.Resources(inventory.allocatable.cpu_millicores, inventory.allocatable.memory_bytes),
+        capacity.Resources(inventory.requested.cpu_millicores, inventory.requested.memory_bytes),
+        threshold=rule.threshold,
+    )
+    if condition.status == "True":
+        found.add(Rule.CAPACITY_HIGH, cluster, {}, rule.severity, f"cluster {cluster}: {condition.message}")
+
+
+def _detect_certificates(
+    found: _Found, cluster: str, certificates: Mapping[str, datetime], now: datetime, config: AlertRulesConfig
+) -> None:
+    rule = config.certificate_expiring_soon
+    if not rule.enabled:
+        return
+    for path, not_after in sorted(certificates.items()):
+        left = not_after - now
+        if left > timedelta(days=rule.warning_days):
+            continue
+        severity = Severity.CRITICAL if left <= timedelta(days=rule.critical_days) else rule.severity
+        when = (
+            f"expired {_days(-left)} ago ({not_after:%Y-%m-%d %H:%M} UTC)"
+            if left <= timedelta(0)
+            else f"expires in {_days(left)} ({not_after:%Y-%m-%d %H:%M} UTC)"
+        )
+        found.add(
+            Rule.CERTIFICATE_EXPIRING_SOON,
+            cluster,
+            {"certificate": path},
+            severity,
+            f"certificate {path} of cluster {cluster} {when}",
+        )
+
+
+def _days(length: timedelta) -> str:
+    days = length.total_seconds() / 86400
+    return f"{days:.1f} days" if days >= 1 else f"{length.total_seconds() / 3600:.1f} hours"
+
+
 def _detect_burn(found: _Found, cluster: str, report: ReportLike, config: AlertRulesConfig) -> None:
     rule = config.slo_burn_rate_high
     if not rule.enabled:
@@ -582,7 +681,9 @@ def _span(length: timedelta) -> str:
     return f"{seconds // 3600}h" if seconds % 3600 == 0 else f"{seconds // 60}m"
 
 
-def detect_conditions(observations: Iterable[ClusterObservation], config: AlertRulesConfig) -> _Found:
+def detect_conditions(
+    observations: Iterable[ClusterObservation], now: datetime, config: AlertRulesConfig
+) -> _Found:
     """Every rule over every observation: the true conditions and the unknown (cluster, rule) pairs."""
     found = _Found()
     for obs in observations:
@@ -597,6 +698,11 @@ def detect_conditions(observations: Iterable[ClusterObservation], config: AlertR
             found.unknown.update((cluster, r) for r in _INVENTORY_RULES)
         else:
             _detect_inventory(found, cluster, inventory, obs.pods, config)
+            _detect_capacity(found, cluster, inventory, config)
+        if obs.certificates is None:
+            found.unknown.add((cluster, Rule.CERTIFICATE_EXPIRING_SOON))
+        else:
+            _detect_certificates(found, cluster, obs.certificates, now, config)
         if obs.sla is None:
             found.unknown.add((cluster, Rule.SLO_BURN_RATE_HIGH))
         else:
@@ -696,7 +802,7 @@ def evaluate(
     stored records). Deterministic: the same inputs give the same outputs.
     """
     config = config or AlertRulesConfig()
-    found = detect_conditions(observations, config)
+    found = detect_conditions(observations, now, config)
     observed_clusters = {obs.cluster for obs in observations}
     states: dict[str, AlertState] = {}
     notifications: list[Notification] = []

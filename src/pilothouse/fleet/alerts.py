@@ -25,12 +25,14 @@ from pilothouse.fleet.inventory import FleetInventory
 from pilothouse.fleet.monitoring import HealthMonitor
 from pilothouse.fleet.registry import ClusterRegistry
 from pilothouse.store.alerts import AlertRecord, AlertStore, SilenceRecord
-from pilothouse.vocabulary import ClusterPhase, DesiredState
+from pilothouse.vocabulary import ClusterPhase, DesiredState, ProviderKind
 
 log = structlog.get_logger(__name__)
 
 #: SLA reports read the store: refresh them this often, not every pass.
 SLA_REFRESH = timedelta(seconds=30)
+#: Certificates change only when rotated: read them this often, not every pass.
+CERTIFICATES_REFRESH = timedelta(minutes=5)
 
 
 class Alerts:
@@ -51,6 +53,7 @@ class Alerts:
         self.rules = rules
         self.channels = tuple(channels)
         self._reports: dict[str, tuple[datetime, sla.SLAReport]] = {}
+        self._certificates: dict[str, tuple[datetime, dict[str, datetime] | None]] = {}
         self._deliveries: set[asyncio.Task[Any]] = set()
 
     # ----- evaluation ---------------------------------------------------------------------
@@ -65,6 +68,27 @@ class Alerts:
             self._reports[name] = cached
         return cached[1]
 
+    def _expiries(self, name: str, now: datetime) -> dict[str, datetime] | None:
+        """A local cluster's certificate expiries, re-read every ``CERTIFICATES_REFRESH``;
+        None (unknown) when they cannot be read."""
+        cached = self._certificates.get(name)
+        if cached is None or now - cached[0] >= CERTIFICATES_REFRESH:
+            try:
+                expiries: dict[str, datetime] | None = self.registry.certificate_expiries(name)
+            except errors.PilothouseError as exc:
+                log.warning("alerts.certificates_unreadable", cluster=name, error=exc.message)
+                expiries = None
+            cached = (now, expiries)
+            self._certificates[name] = cached
+        return cached[1]
+
+    def forget_certificates(self, name: str | None = None) -> None:
+        """Re-read certificates on the next pass (after a rotation); all clusters without a name."""
+        if name is None:
+            self._certificates.clear()
+        else:
+            self._certificates.pop(name, None)
+
     async def _observations(self, now: datetime) -> list[alerting.ClusterObservation]:
         records = await asyncio.to_thread(self.registry.clusters)
         watched = set(self.inventory.names())
@@ -78,8 +102,13 @@ class Alerts:
                     cluster=record.name,
                     health=self.monitor.latest.get(record.name),
                     inventory=cache.snapshot() if cache is not None else None,
-                    pods=cache.pods_in() if cache is not None else None,
+                    pods=cache.pods_waiting(alerting.CRASH_LOOP_REASON) if cache is not None else None,
                     sla=await asyncio.to_thread(self._report, record.name, now),
+                    certificates=(
+                        await asyncio.to_thread(self._expiries, record.name, now)
+                        if record.provider == ProviderKind.LOCAL
+                        else None
+                    ),
                 )
             )
         return observations

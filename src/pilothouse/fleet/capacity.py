@@ -243,6 +243,23 @@ def ratio(part: int, whole: int) -> float | None:
     return float(round(Fraction(part, whole), RATIO_DIGITS))
 
 
+def holds_allocatable(pod: PodLike) -> bool:
+    """Whether ``pod`` counts in Requested: bound to a node and not finished."""
+    return bool(pod.node) and pod.phase not in FINISHED_PHASES
+
+
+def allocatable_of(nodes: Iterable[NodeLike]) -> Resources:
+    """Allocatable summed over ``nodes`` (cordoned and NotReady ones too)."""
+    total = Resources()
+    for node in nodes:
+        total += Resources(node.cpu_millicores, node.memory_bytes)
+    return total
+
+
+def requests_of(pod: PodLike) -> Resources:
+    return Resources(pod.cpu_request_millicores, pod.memory_request_bytes)
+
+
 def compute_capacity(
     cluster: str,
     *,
@@ -261,7 +278,7 @@ def compute_capacity(
     node_list = list(nodes)
     by_namespace = {ns.name: ns for ns in namespaces}
 
-    allocatable = Resources(sum(n.cpu_millicores for n in node_list), sum(n.memory_bytes for n in node_list))
+    allocatable = allocatable_of(node_list)
     requested = limits = unscheduled = Resources()
     counted = unscheduled_pods = 0
     group_requests: dict[str, Resources] = {}
@@ -271,8 +288,8 @@ def compute_capacity(
     for pod in pods:
         if pod.phase in FINISHED_PHASES:
             continue
-        request = Resources(pod.cpu_request_millicores, pod.memory_request_bytes)
-        if not pod.node:
+        request = requests_of(pod)
+        if not holds_allocatable(pod):
             unscheduled_pods += 1
             unscheduled += request
             continue

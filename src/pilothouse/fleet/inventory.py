@@ -36,6 +36,7 @@ from typing import Any, Generic, TypeVar
 import structlog
 
 from pilothouse import errors
+from pilothouse.fleet import capacity
 from pilothouse.kube import summaries, watching
 from pilothouse.kube.credentials import ClusterCredentials
 from pilothouse.kube.summaries import (
@@ -147,6 +148,68 @@ class KindCache(Generic[S]):
         self.items.pop(obj.key, None)
 
 
+class PodCache(KindCache[PodSummary]):
+    """The pods of one cluster, with running totals kept on every change, so a snapshot or
+    an alert pass costs the same with 50 pods or 50,000: counts by phase, ready pods,
+    pods by waiting reason (with an index of those pods), and the requests of the pods
+    that hold allocatable (``fleet.capacity.holds_allocatable``)."""
+
+    def __init__(self, *, clock: Clock = time.monotonic, on_synced: Callable[[], None] | None = None) -> None:
+        super().__init__(Kind.PODS, clock=clock, on_synced=on_synced)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.by_phase: Counter[str] = Counter()
+        self.ready = 0
+        self.requested = capacity.Resources()
+        self._waiting: dict[str, dict[Key, PodSummary]] = {}
+
+    def waiting(self, reason: str) -> list[PodSummary]:
+        """The pods whose containers wait for ``reason`` (e.g. CrashLoopBackOff)."""
+        return list(self._waiting.get(reason, {}).values())
+
+    def waiting_counts(self) -> Counter[str]:
+        return Counter({reason: len(pods) for reason, pods in self._waiting.items() if pods})
+
+    def _count(self, pod: PodSummary, sign: int) -> None:
+        self.by_phase[pod.phase] += sign
+        if self.by_phase[pod.phase] == 0:
+            del self.by_phase[pod.phase]
+        self.ready += sign * pod.ready
+        if capacity.holds_allocatable(pod):
+            request = capacity.requests_of(pod)
+            self.requested = capacity.Resources(
+                self.requested.cpu_millicores + sign * request.cpu_millicores,
+                self.requested.memory_bytes + sign * request.memory_bytes,
+            )
+        if pod.waiting_reason:
+            index = self._waiting.setdefault(pod.waiting_reason, {})
+            if sign > 0:
+                index[pod.key] = pod
+            else:
+                index.pop(pod.key, None)
+                if not index:
+                    del self._waiting[pod.waiting_reason]
+
+    def _replace(self, objects: Sequence[PodSummary]) -> None:
+        super()._replace(objects)
+        self._reset()
+        for pod in self.items.values():
+            self._count(pod, +1)
+
+    def _upsert(self, obj: PodSummary) -> None:
+        old = self.items.get(obj.key)
+        if old is not None:
+            self._count(old, -1)
+        super()._upsert(obj)
+        self._count(obj, +1)
+
+    def _delete(self, obj: PodSummary) -> None:
+        old = self.items.pop(obj.key, None)
+        if old is not None:
+            self._count(old, -1)
+
+
 class EventRing(KindCache[EventSummary]):
     """Recent Events: a history, not a mirror. Updates of an event (its count growing) move
     it to the newest end; the oldest are dropped beyond ``capacity``. Events that Kubernetes
@@ -203,6 +266,8 @@ class InventorySnapshot:
     pods_ready: int
     pods_by_phase: Mapping[str, int]
     pods_waiting: Mapping[str, int]  # waiting reason (CrashLoopBackOff, ...) -> pods
+    allocatable: capacity.Resources  # summed over every node
+    requested: capacity.Resources  # by pods bound to a node and not finished
     workloads: tuple[WorkloadSummary, ...]
     workloads_available: int
     jobs: tuple[JobSummary, ...]
@@ -258,7 +323,7 @@ class ClusterInventory:
 
         self.nodes: KindCache[NodeSummary] = cache(Kind.NODES)
         self.namespaces: KindCache[NamespaceSummary] = cache(Kind.NAMESPACES)
-        self.pods: KindCache[PodSummary] = cache(Kind.PODS)
+        self.pods = PodCache(clock=clock, on_synced=self._check_synced)
         self.deployments: KindCache[WorkloadSummary] = cache(Kind.DEPLOYMENTS)
         self.statefulsets: KindCache[WorkloadSummary] = cache(Kind.STATEFULSETS)
         self.daemonsets: KindCache[WorkloadSummary] = cache(Kind.DAEMONSETS)
@@ -285,6 +350,10 @@ class ClusterInventory:
     def pods_in(self, namespace: str | None = None) -> list[PodSummary]:
         return [p for p in self.pods.items.values() if namespace is None or p.namespace == namespace]
 
+    def pods_waiting(self, reason: str) -> list[PodSummary]:
+        """Pods waiting for ``reason`` (e.g. CrashLoopBackOff), from an index: no scan."""
+        return self.pods.waiting(reason)
+
     def events_about(
         self, *, namespace: str | None = None, kind: str | None = None, name: str | None = None
     ) -> list[EventSummary]:
@@ -299,7 +368,7 @@ class ClusterInventory:
 
     def snapshot(self) -> InventorySnapshot:
         nodes = tuple(sorted(self.nodes.items.values(), key=lambda n: n.name))
-        pods = self.pods.items.values()
+        pods = self.pods
         workloads = tuple(
             sorted(
                 [
@@ -321,10 +390,12 @@ class ClusterInventory:
             nodes_unschedulable=sum(n.unschedulable for n in nodes),
             kubelet_versions=_frozen_counts(Counter(n.kubelet_version for n in nodes)),
             namespaces=len(self.namespaces.items),
-            pods_total=len(pods),
-            pods_ready=sum(p.ready for p in pods),
-            pods_by_phase=_frozen_counts(Counter(p.phase for p in pods)),
-            pods_waiting=_frozen_counts(Counter(p.waiting_reason for p in pods if p.waiting_reason)),
+            pods_total=len(pods.items),
+            pods_ready=pods.ready,
+            pods_by_phase=_frozen_counts(pods.by_phase),
+            pods_waiting=_frozen_counts(pods.waiting_counts()),
+            allocatable=capacity.allocatable_of(nodes),
+            requested=pods.requested,
             workloads=workloads,
             workloads_available=sum(w.fully_available for w in workloads),
             jobs=tuple(sorted(self.jobs.items.values(), key=lambda j: j.key)),

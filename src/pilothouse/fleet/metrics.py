@@ -195,6 +195,16 @@ def _inventory_families(snapshots: Iterable[InventorySnapshot]) -> list[Metric]:
         "1 if the workload's controller saw its latest spec and every desired replica is ready and available.",
         ["cluster", "namespace", "kind", "name"],
     )
+    allocatable = _gauge(
+        "cluster_allocatable",
+        "Allocatable summed over every node (cpu in cores, memory in bytes).",
+        ["cluster", "resource"],
+    )
+    requested = _gauge(
+        "cluster_requested",
+        "Requests of the pods bound to a node and not finished (cpu in cores, memory in bytes).",
+        ["cluster", "resource"],
+    )
     for snap in sorted(snapshots, key=lambda s: s.cluster):
         cluster = snap.cluster
         for kind, watch in sorted(snap.watches.items()):
@@ -209,6 +219,12 @@ def _inventory_families(snapshots: Iterable[InventorySnapshot]) -> list[Metric]:
                 pods.add_metric([cluster, phase], count)
             for reason, count in sorted(snap.pods_waiting.items()):
                 waiting.add_metric([cluster, reason], count)
+        if _synced(snap, Kind.NODES):
+            allocatable.add_metric([cluster, "cpu"], snap.allocatable.cpu_millicores / 1000)
+            allocatable.add_metric([cluster, "memory"], snap.allocatable.memory_bytes)
+        if _synced(snap, Kind.PODS):
+            requested.add_metric([cluster, "cpu"], snap.requested.cpu_millicores / 1000)
+            requested.add_metric([cluster, "memory"], snap.requested.memory_bytes)
         for workload in snap.workloads:
             if not _synced(snap, _WORKLOAD_WATCHES[workload.kind]):
                 continue
@@ -220,7 +236,7 @@ def _inventory_families(snapshots: Iterable[InventorySnapshot]) -> list[Metric]:
             ):
                 replicas.add_metric([*labels, state], value)
             available.add_metric(labels, 1 if workload.fully_available else 0)
-    return [connected, nodes, pods, waiting, replicas, available]
+    return [connected, nodes, pods, waiting, replicas, available, allocatable, requested]
 
 
 def compute_families(state: FleetState) -> list[Metric]:

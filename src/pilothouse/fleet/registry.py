@@ -29,7 +29,7 @@ from pilothouse.fleet.leases import Leases
 from pilothouse.kube import client as kube_client
 from pilothouse.kube.credentials import ClusterCredentials, parse_kubeconfig
 from pilothouse.progress import ProgressEvent, ProgressSink, discard
-from pilothouse.providers.local import logfiles
+from pilothouse.providers.local import logfiles, pki
 from pilothouse.providers.local.provider import LocalProvider, LocalRuntime
 from pilothouse.providers.local.topology import LocalClusterSpec
 from pilothouse.settings import Settings
@@ -115,6 +115,16 @@ class ClusterRegistry:
                 hint=f"choose one of: {', '.join(processes) or 'none (the cluster has no processes set up)'}",
             )
         return runtime.layout.log_file(matches[0])
+
+    def certificate_expiries(self, name: str) -> dict[str, datetime]:
+        """A local cluster's certificates (path relative to its PKI directory) → notAfter (UTC)."""
+        record = self._local_record(name)
+        if not record.runtime:
+            raise errors.NotFound(
+                f"cluster {name!r} has no certificates yet",
+                hint="they are written when the cluster is created; wait for `pilothouse cluster get`",
+            )
+        return pki.certificate_expiries(LocalRuntime.from_dict(record.runtime).layout.pki)
 
     def _process_names(self, record: ClusterRecord, runtime: LocalRuntime | None) -> list[str]:
         if runtime is None:

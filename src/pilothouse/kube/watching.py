@@ -76,11 +76,14 @@ class WatchSettings:
     jitter: float = 0.2  # each delay is scaled by a random factor in [1 - jitter, 1 + jitter]
     #: No event or bookmark for this long: the stream is considered dead and reopened. The API
     #: server sends a bookmark about every minute, later under load (seen past 90 s on a busy
-    #: 2-core machine), so the margin is wide; a hung API server is caught sooner by the health
-    #: probes, which is what ClusterUnreachable alerts on.
+    #: 2-core machine), and some watches get none at all (an idle cluster's Events watch was
+    #: silent for minutes), so the server is asked to end every stream sooner (``server_timeout``)
+    #: and a quiet but healthy stream is resumed, never reported as a disconnection. A hung API
+    #: server is caught sooner by the health probes, which is what ClusterUnreachable alerts on.
     inactivity_timeout: float = 180.0
-    #: The API server closes each watch after a random duration in this range (seconds).
-    server_timeout: tuple[int, int] = (240, 300)
+    #: The API server closes each watch after a random duration in this range (seconds); keep
+    #: its upper end below ``inactivity_timeout``.
+    server_timeout: tuple[int, int] = (120, 170)
     request_timeout: float = 10.0  # connect, and each LIST page
     chunk_size: int = 500
     max_retry_after: float = 60.0
@@ -95,6 +98,10 @@ class WatchSettings:
         low, high = self.server_timeout
         if not 0 < low <= high:
             raise ValueError("server_timeout must be a (low, high) range of positive seconds")
+        if high >= self.inactivity_timeout:
+            raise ValueError(
+                "server_timeout must end before inactivity_timeout, or quiet streams count as dead"
+            )
 
 
 # ----- events and sinks ------------------------------------------------------------------------
