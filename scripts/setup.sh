@@ -49,3 +49,10 @@ command -v go >/dev/null || { echo "error: the Go toolchain is needed to build t
 version=$(.venv/bin/python -c 'from pilothouse.settings import load_settings; print(load_settings().kubernetes_version)')
 say "Kubernetes v$version binaries (built once, then cached)"
 .venv/bin/pilothouse binaries install --version "$version" --from-source
+if $dev; then  # every supported version, so tests can upgrade 1.35 → 1.36; cached ones take seconds
+  for other in $(.venv/bin/python -c 'from pilothouse.binaries.catalog import supported_versions; print(*supported_versions())'); do
+    [[ "$other" == "$version" ]] && continue
+    say "Kubernetes v$other binaries (for upgrade tests; built once, then cached)"
+    .venv/bin/pilothouse binaries install --version "$other" --from-source
+  done
+fi

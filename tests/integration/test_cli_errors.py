@@ -20,6 +20,7 @@ import psutil
 import pytest
 import yaml
 
+from pilothouse.binaries import catalog
 from pilothouse.binaries.cache import BinaryCache
 from pilothouse.platform import Platform
 from pilothouse.store.clusters import ClusterRecord
@@ -139,7 +140,7 @@ def test_create_unknown_version_says_which_are_supported(cli: dict[str, str], pl
         result = run_cli(cli, "cluster", "create", "x1", "--version", "1.99.0")
     message, hint = assert_clean_error(result)
     assert "1.99.0 is not supported" in message
-    assert hint == f"supported Kubernetes versions: {VERSION}"
+    assert hint == f"supported Kubernetes versions: {', '.join(catalog.supported_versions())}"
 
 
 def test_create_on_a_port_already_taken(cli: dict[str, str], platform: Platform) -> None:

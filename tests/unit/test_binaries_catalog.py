@@ -36,11 +36,33 @@ def test_pins_for_1_36_3() -> None:
     assert list(pins.staging_modules) == sorted(pins.staging_modules)
 
 
+def test_pins_for_1_35_4() -> None:
+    pins = catalog.pins_for("v1.35.4")
+    assert (pins.kubernetes, pins.staging, pins.etcd, pins.kwok) == ("1.35.4", "v0.35.4", "3.6.16", "0.8.0")
+    assert (pins.go_directive, pins.godebug) == ("1.25.0", "default=go1.25")
+    assert (pins.tag, pins.major, pins.minor, pins.kubernetes_minor) == ("v1.35.4", "1", "35", "1.35")
+    assert pins.kwok_kubernetes == "1.36"  # no kwok tag targets 1.35
+    # 1.35.4's go.mod lists 31 staging modules: 1.36 added cri-streaming and streaming
+    assert len(pins.staging_modules) == 31
+    assert set(catalog.pins_for("1.36.3").staging_modules) - set(pins.staging_modules) == {
+        "k8s.io/cri-streaming",
+        "k8s.io/streaming",
+    }
+
+
+def test_both_minors_are_supported_side_by_side() -> None:
+    assert catalog.supported_versions() == ["1.35.4", "1.36.3"]
+    assert catalog.pins_for("1.35.4").tag != catalog.pins_for("1.36.3").tag  # one cache directory each
+
+
 def test_every_supported_version_pairs_staging_with_kubernetes() -> None:
     for version, pins in catalog.SUPPORTED.items():
         assert pins.kubernetes == version
         _, minor, patch = version.split(".")
         assert pins.staging == f"v0.{minor}.{patch}"
+        assert list(pins.staging_modules) == sorted(set(pins.staging_modules))
+        assert pins.kwok_kubernetes.count(".") == 1
+        assert pins.as_dict()["kwok_kubernetes"] == pins.kwok_kubernetes
 
 
 def test_unknown_version_names_supported_ones() -> None:

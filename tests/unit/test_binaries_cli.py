@@ -98,8 +98,8 @@ def test_install_unsupported_version(cache: BinaryCache) -> None:
     code, _, err = _run("install", "--version", "1.30.0")
     assert code == 1
     assert (
-        err
-        == "error: Kubernetes 1.30.0 is not supported by this Pilothouse\nhint: supported versions: 1.36.3\n"
+        err == "error: Kubernetes 1.30.0 is not supported by this Pilothouse\n"
+        "hint: supported versions: 1.35.4, 1.36.3\n"
     )
 
 

@@ -20,6 +20,7 @@ from pilothouse.binaries import cache as cache_mod
 from pilothouse.binaries import catalog, gobuild, installer
 
 PINS = catalog.pins_for("1.36.3")
+PINS_135 = catalog.pins_for("1.35.4")
 
 RELEASE_GOMOD = """\
 // This is a generated file. Do not edit directly.
@@ -67,6 +68,55 @@ replace (
 \tk8s.io/kms => k8s.io/kms v0.36.3
 \tk8s.io/streaming => k8s.io/streaming v0.36.3
 )
+"""
+
+RELEASE_GOMOD_135 = """\
+module k8s.io/kubernetes
+
+go 1.25.0
+
+godebug default=go1.25
+
+replace (
+\tk8s.io/api => ./staging/src/k8s.io/api
+\tk8s.io/client-go => ./staging/src/k8s.io/client-go
+)
+"""
+
+# kwok v0.8.0 does not compile against k8s.io v0.35: the 1.35 wrapper builds the control plane only.
+EXPECTED_WRAPPER_135 = """\
+module pilothouse.local/k8s-binaries
+
+go 1.25.0
+
+godebug default=go1.25
+
+require k8s.io/kubernetes v1.35.4
+
+replace (
+\tk8s.io/api => k8s.io/api v0.35.4
+\tk8s.io/client-go => k8s.io/client-go v0.35.4
+)
+"""
+
+KWOK_GOMOD = """\
+module sigs.k8s.io/kwok
+
+go 1.26.0
+
+require (
+\tk8s.io/api v0.36.1
+\tk8s.io/client-go v0.36.1
+)
+"""
+
+# kwok's own go line, no godebug, no replaces: Go selects kwok's own k8s.io versions.
+EXPECTED_KWOK_WRAPPER = """\
+module pilothouse.local/kwok-binaries
+
+go 1.26.0
+
+require sigs.k8s.io/kwok v0.8.0
 """
 
 # What the hand-proven recipe used (/tmp/k8sbuild/ldflags.txt).
@@ -144,6 +194,89 @@ def test_render_etcd_gomod_and_tools() -> None:
     assert '\t_ "sigs.k8s.io/kwok/cmd/kwokctl"\n)\n' in tools
 
 
+def _plain_pins(kubernetes: str, kwok_kubernetes: str) -> catalog.ReleasePins:
+    _, minor, patch = kubernetes.split(".")
+    return catalog.ReleasePins(
+        kubernetes=kubernetes,
+        staging=f"v0.{minor}.{patch}",
+        etcd="3.6.16",
+        kwok="0.8.0",
+        kwok_kubernetes=kwok_kubernetes,
+        go_directive="1.26.0",
+        godebug="",
+        staging_modules=("k8s.io/api",),
+    )
+
+
+@pytest.mark.parametrize(
+    ("kubernetes", "kwok_kubernetes", "shared"),
+    [
+        ("1.36.3", "1.36", True),
+        ("1.36.0", "1.36", True),
+        ("1.35.4", "1.36", False),
+        ("1.33.1", "1.33", True),
+        ("1.3.6", "1.36", False),  # minor compared as a whole, not as a prefix
+        ("2.36.0", "1.36", False),
+    ],
+)
+def test_kwok_in_kubernetes_module_compares_minors(
+    kubernetes: str, kwok_kubernetes: str, shared: bool
+) -> None:
+    pins = _plain_pins(kubernetes, kwok_kubernetes)
+    assert gobuild.kwok_in_kubernetes_module(pins) is shared
+    packages = gobuild.kubernetes_module_packages(pins)
+    assert list(packages) == (
+        [*gobuild.CONTROL_PLANE_PACKAGES, *gobuild.KWOK_PACKAGES]
+        if shared
+        else [*gobuild.CONTROL_PLANE_PACKAGES]
+    )
+
+
+def test_kwok_module_decision_for_the_catalog() -> None:
+    assert gobuild.kwok_in_kubernetes_module(PINS)
+    assert not gobuild.kwok_in_kubernetes_module(PINS_135)
+    assert gobuild.kubernetes_module_packages(PINS) == gobuild.KUBERNETES_PACKAGES
+
+
+def test_render_wrapper_gomod_for_1_35_4_has_no_kwok() -> None:
+    release = gobuild.parse_release_gomod(RELEASE_GOMOD_135)
+    pins = gobuild.pins_with_release_gomod(PINS_135, release)
+    assert gobuild.render_wrapper_gomod(pins, release.staging_modules) == EXPECTED_WRAPPER_135
+    full = gobuild.render_wrapper_gomod(PINS_135, PINS_135.staging_modules)
+    assert gobuild.KWOK_MODULE not in full
+    assert len([line for line in full.splitlines() if "=> " in line and "v0.35.4" in line]) == 31
+
+
+def test_render_kwok_gomod() -> None:
+    kwok_release = gobuild.parse_release_gomod(KWOK_GOMOD)
+    assert gobuild.render_kwok_gomod(PINS_135, kwok_release) == EXPECTED_KWOK_WRAPPER
+    with_godebug = gobuild.ReleaseGoMod("1.27.0", "default=go1.27", ())
+    assert gobuild.render_kwok_gomod(PINS_135, with_godebug) == (
+        "module pilothouse.local/kwok-binaries\n\ngo 1.27.0\n\ngodebug default=go1.27\n\n"
+        "require sigs.k8s.io/kwok v0.8.0\n"
+    )
+    tools = gobuild.render_tools_go(list(gobuild.KWOK_PACKAGES.values()))
+    assert tools.endswith(
+        'import (\n\t_ "sigs.k8s.io/kwok/cmd/kwok"\n\t_ "sigs.k8s.io/kwok/cmd/kwokctl"\n)\n'
+    )
+
+
+def test_kwok_build_args(tmp_path: Path) -> None:
+    args = gobuild.kwok_build_args(tmp_path, list(gobuild.KWOK_PACKAGES.values()))
+    assert args == [
+        "go",
+        "build",
+        "-v",
+        "-trimpath",
+        "-ldflags",
+        "-s -w",
+        "-o",
+        f"{tmp_path}/",
+        "sigs.k8s.io/kwok/cmd/kwok",
+        "sigs.k8s.io/kwok/cmd/kwokctl",
+    ]
+
+
 def test_ldflags_match_the_proven_recipe() -> None:
     assert gobuild.kubernetes_ldflags(PINS) == EXPECTED_LDFLAGS
 
@@ -195,7 +328,12 @@ elif args[:3] == ["mod", "download", "-json"]:
     if "v9.9.9" in module:
         print(json.dumps({{"Path": module, "Error": "not available"}}))
         sys.exit(1)
-    name = "etcd.mod" if module.startswith("go.etcd.io") else "k8s.mod"
+    if module.startswith("go.etcd.io"):
+        name = "etcd.mod"
+    elif module.startswith("sigs.k8s.io/kwok"):
+        name = "kwok.mod"
+    else:
+        name = "k8s135.mod" if module.endswith("v1.35.4") else "k8s.mod"
     print(json.dumps({{"Path": module, "GoMod": str(root / name)}}))
 elif args[:2] == ["mod", "tidy"]:
     print("go: finding module for package k8s.io/kubernetes/cmd/kube-apiserver", file=sys.stderr)
@@ -211,8 +349,10 @@ elif args[0] == "build":
     outputs = [Path(out) / p.rsplit("/", 1)[-1] for p in pkgs] if out.endswith("/") else [Path(out)]
     texts = {{"etcd": "etcd Version: 3.6.16", "kwok": "kwok version v0.8.0 go1.26.8 (linux/amd64)",
              "kwokctl": "kwokctl version v0.8.0 go1.26.8 (linux/amd64)"}}
+    ldflags = args[args.index("-ldflags") + 1]
+    stamped = [f.split("=", 1)[1] for f in ldflags.split() if f.startswith("k8s.io/component-base/version.gitVersion=")]
     for target in outputs:
-        text = texts.get(target.name, "Kubernetes v1.36.3")
+        text = texts.get(target.name, "Kubernetes " + (stamped[0] if stamped else "v0.0.0"))
         target.write_text("#!/bin/sh\\necho '" + text + "'\\n")
         target.chmod(0o755)
 else:
@@ -225,6 +365,8 @@ def fake_go(tmp_path: Path) -> Path:
     root = tmp_path / "fakego"
     root.mkdir()
     (root / "k8s.mod").write_text(RELEASE_GOMOD)
+    (root / "k8s135.mod").write_text(RELEASE_GOMOD_135)
+    (root / "kwok.mod").write_text(KWOK_GOMOD)
     (root / "etcd.mod").write_text("module go.etcd.io/etcd/server/v3\n\ngo 1.26.0\n\ntoolchain go1.26.10\n")
     go = root / "go"
     go.write_text(FAKE_GO.format(python=sys.executable, root=str(root)))
@@ -362,8 +504,88 @@ def test_install_from_source_end_to_end_with_fake_go(tmp_path: Path, fake_go: Pa
     assert (cache.gobuild_root / "k8s-v1.36.3" / "go.sum").exists()
 
 
+def test_build_1_35_4_builds_kwok_in_its_own_module(tmp_path: Path, fake_go: Path) -> None:
+    phases: list[str] = []
+    builder = gobuild.GoBuilder(tmp_path / "gobuild", go=str(fake_go), phase=lambda p, _d: phases.append(p))
+    result = builder.build(PINS_135)
+
+    assert _commands(fake_go) == [
+        "env -json",
+        "mod download",
+        "mod tidy",
+        "mod download",
+        "mod tidy",
+        "mod download",
+        "mod tidy",
+        "build -v",
+        "build -v",
+        "build -v",
+    ]
+    downloads = [c["args"][3] for c in _calls(fake_go) if c["args"][:2] == ["mod", "download"]]
+    assert downloads == [
+        "k8s.io/kubernetes@v1.35.4",
+        "sigs.k8s.io/kwok@v0.8.0",
+        "go.etcd.io/etcd/server/v3@v3.6.16",
+    ]
+    k8s_dir = tmp_path / "gobuild" / "k8s-v1.35.4"
+    kwok_dir = tmp_path / "gobuild" / "kwok-v0.8.0"
+    etcd_dir = tmp_path / "gobuild" / "etcd-v3.6.16"
+    assert (k8s_dir / "go.mod").read_text() == EXPECTED_WRAPPER_135
+    assert "sigs.k8s.io/kwok" not in (k8s_dir / "tools.go").read_text()
+    assert (kwok_dir / "go.mod").read_text() == EXPECTED_KWOK_WRAPPER
+    assert "sigs.k8s.io/kwok/cmd/kwokctl" in (kwok_dir / "tools.go").read_text()
+
+    builds = [c for c in _calls(fake_go) if c["args"][0] == "build"]
+    assert [b["cwd"] for b in builds] == [str(k8s_dir), str(kwok_dir), str(etcd_dir)]
+    assert builds[0]["args"][-3:] == list(gobuild.CONTROL_PLANE_PACKAGES.values())
+    assert (
+        builds[1]["args"]
+        == gobuild.kwok_build_args(kwok_dir / "bin", list(gobuild.KWOK_PACKAGES.values()))[1:]
+    )
+    assert "gitVersion=v1.35.4" in builds[0]["args"][builds[0]["args"].index("-ldflags") + 1]
+
+    assert set(result.paths) == set(catalog.binary_names())
+    assert result.paths["kwok"] == kwok_dir / "bin" / "kwok"
+    assert result.paths["kwokctl"] == kwok_dir / "bin" / "kwokctl"
+    assert result.paths["kube-apiserver"] == k8s_dir / "bin" / "kube-apiserver"
+    assert result.origins["kwok"] == "sigs.k8s.io/kwok/cmd/kwok@v0.8.0"
+    assert result.origins["kube-scheduler"] == "k8s.io/kubernetes/cmd/kube-scheduler@v1.35.4"
+    assert (result.pins.go_directive, result.pins.godebug) == ("1.25.0", "default=go1.25")
+    assert [p for i, p in enumerate(phases) if i == 0 or phases[i - 1] != p] == [
+        gobuild.PHASE_RESOLVING,
+        gobuild.PHASE_KUBERNETES,
+        gobuild.PHASE_KWOK,
+        gobuild.PHASE_ETCD,
+    ]
+
+    (fake_go.parent / "calls.jsonl").unlink()
+    builder.build(PINS_135, with_kwokctl=False)
+    assert "mod tidy" not in _commands(fake_go)
+    kwok_build = [c for c in _calls(fake_go) if c["args"][0] == "build"][1]
+    assert kwok_build["args"][-1] == "sigs.k8s.io/kwok/cmd/kwok"
+
+
+def test_install_1_35_4_next_to_1_36_3(tmp_path: Path, fake_go: Path) -> None:
+    cache = cache_mod.BinaryCache(tmp_path / "binaries")
+    installer.install("1.36.3", cache=cache, source="source", go=str(fake_go))
+    before = cache.verify("1.36.3")
+    installer.install("1.35.4", cache=cache, source="source", go=str(fake_go))
+
+    assert cache.installed_versions() == ["1.35.4", "1.36.3"]
+    assert cache.verify("1.36.3") == before  # untouched
+    recorded = cache.verify("1.35.4")
+    assert recorded.binaries["kwok"].version == "0.8.0"
+    assert recorded.binaries["kube-apiserver"].version == "1.35.4"
+    assert recorded.pins["kwok_kubernetes"] == "1.36"
+    assert recorded.pins["godebug"] == "default=go1.25"
+    assert not (cache.gobuild_root / "kwok-v0.8.0" / "bin").exists()
+    assert (cache.gobuild_root / "kwok-v0.8.0" / "go.sum").exists()
+
+
 def test_source_build_with_wrong_version_installs_nothing(tmp_path: Path, fake_go: Path) -> None:
-    script = fake_go.read_text().replace('"Kubernetes v1.36.3"', '"Kubernetes v0.0.0"')
+    script = fake_go.read_text().replace(
+        '"Kubernetes " + (stamped[0] if stamped else "v0.0.0")', '"Kubernetes v0.0.0"'
+    )
     fake_go.write_text(script)
     cache = cache_mod.BinaryCache(tmp_path / "binaries")
     with pytest.raises(

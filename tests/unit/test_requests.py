@@ -120,8 +120,8 @@ def test_unknown_version() -> None:
     error = _invalid_create(version="1.99.0")
     assert error.message.startswith("version: ")
     assert "1.99.0 is not supported" in error.message
-    assert "supported versions: 1.36.3" in error.message
-    assert error.hint == "supported Kubernetes versions: 1.36.3"  # not a hint about names
+    assert "supported versions: 1.35.4, 1.36.3" in error.message
+    assert error.hint == "supported Kubernetes versions: 1.35.4, 1.36.3"  # not a hint about names
 
 
 @pytest.mark.parametrize("version", ["banana", "1.36", "1.36.3.1", "latest"])

@@ -2,17 +2,28 @@
 
 Owns the answer to "which etcd, kwok, staging modules and Go settings go with
 Kubernetes X?". Nothing here does I/O; ``download`` and ``gobuild`` turn a
-:class:`ReleasePins` into URLs and Go modules.
+:class:`ReleasePins` into URLs and Go modules. Supported: 1.35.4 and 1.36.3,
+installed side by side (one cache directory each) so 1.35 → 1.36 upgrades are real.
 
 Hard-won facts behind the table (checked against the Go module proxy):
 
 - ``k8s.io/kubernetes`` points its staging modules (``k8s.io/api``, …) at
   ``./staging``, so a wrapper module must replace each with ``v0.<minor>.<patch>``.
   The authoritative list is the release's own go.mod; ``staging_modules`` below
-  is what 1.36.3's go.mod lists and is used for display and as a cross-check.
-- kwok tags pin one Kubernetes minor: v0.8.0 builds against k8s.io v0.36, v0.7.0
-  against v0.33. No kwok tag targets k8s.io v0.35, so 1.35.x is not offered even
-  though ``k8s.io/kubernetes v1.35.4`` and staging ``v0.35.4`` are served.
+  is what each release's go.mod lists (31 for 1.35.4, 33 for 1.36.3, which adds
+  ``k8s.io/cri-streaming`` and ``k8s.io/streaming``) and is used for display and
+  as a cross-check. The ``go``/``godebug`` lines are copied from it too:
+  1.35.4 says ``go 1.25.0`` / ``godebug default=go1.25``, 1.36.3 ``go 1.26.0`` /
+  ``godebug default=go1.26``.
+- kwok tags pin one Kubernetes minor (``kwok_kubernetes``): v0.8.0 builds against
+  k8s.io v0.36 (its go.mod requires v0.36.1 and ``go 1.26.0``), v0.7.0 against
+  v0.33. No kwok tag targets k8s.io v0.35, and v0.8.0 does not compile against
+  k8s.io v0.35, so for 1.35.4 ``gobuild`` builds kwok v0.8.0 in its own wrapper
+  module with kwok's own k8s.io versions; that kwok runs fine against a 1.35 API
+  server.
+- etcd: kubeadm's ``DefaultEtcdVersion`` is 3.6.6 for 1.35.4 and 3.6.8 for
+  1.36.3; both use 3.6.16 (a later 3.6 patch, served by the proxy), so one etcd
+  build serves both.
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ class ReleasePins:
     staging: str
     etcd: str
     kwok: str
+    kwok_kubernetes: str  # the Kubernetes minor ("1.36") whose k8s.io modules the kwok tag builds against
     go_directive: str
     godebug: str
     staging_modules: tuple[str, ...]
@@ -54,6 +66,11 @@ class ReleasePins:
     def minor(self) -> str:
         return self.kubernetes.split(".")[1]
 
+    @property
+    def kubernetes_minor(self) -> str:
+        """``"1.36"`` for 1.36.3; compared with :attr:`kwok_kubernetes`."""
+        return f"{self.major}.{self.minor}"
+
     def version_of(self, binary: str) -> str:
         """The upstream version a binary reports, without a leading ``v``."""
         if binary == Component.ETCD:
@@ -68,11 +85,46 @@ class ReleasePins:
             "staging": self.staging,
             "etcd": self.etcd,
             "kwok": self.kwok,
+            "kwok_kubernetes": self.kwok_kubernetes,
             "go_directive": self.go_directive,
             "godebug": self.godebug,
             "staging_modules": list(self.staging_modules),
         }
 
+
+_STAGING_1_35 = (
+    "k8s.io/api",
+    "k8s.io/apiextensions-apiserver",
+    "k8s.io/apimachinery",
+    "k8s.io/apiserver",
+    "k8s.io/cli-runtime",
+    "k8s.io/client-go",
+    "k8s.io/cloud-provider",
+    "k8s.io/cluster-bootstrap",
+    "k8s.io/code-generator",
+    "k8s.io/component-base",
+    "k8s.io/component-helpers",
+    "k8s.io/controller-manager",
+    "k8s.io/cri-api",
+    "k8s.io/cri-client",
+    "k8s.io/csi-translation-lib",
+    "k8s.io/dynamic-resource-allocation",
+    "k8s.io/endpointslice",
+    "k8s.io/externaljwt",
+    "k8s.io/kms",
+    "k8s.io/kube-aggregator",
+    "k8s.io/kube-controller-manager",
+    "k8s.io/kube-proxy",
+    "k8s.io/kube-scheduler",
+    "k8s.io/kubectl",
+    "k8s.io/kubelet",
+    "k8s.io/metrics",
+    "k8s.io/mount-utils",
+    "k8s.io/pod-security-admission",
+    "k8s.io/sample-apiserver",
+    "k8s.io/sample-cli-plugin",
+    "k8s.io/sample-controller",
+)
 
 _STAGING_1_36 = (
     "k8s.io/api",
@@ -111,11 +163,22 @@ _STAGING_1_36 = (
 )
 
 SUPPORTED: dict[str, ReleasePins] = {
+    "1.35.4": ReleasePins(
+        kubernetes="1.35.4",
+        staging="v0.35.4",
+        etcd="3.6.16",
+        kwok="0.8.0",
+        kwok_kubernetes="1.36",  # ≠ 1.35: gobuild builds kwok in its own wrapper module
+        go_directive="1.25.0",
+        godebug="default=go1.25",
+        staging_modules=_STAGING_1_35,
+    ),
     "1.36.3": ReleasePins(
         kubernetes="1.36.3",
         staging="v0.36.3",
         etcd="3.6.16",
         kwok="0.8.0",
+        kwok_kubernetes="1.36",
         go_directive="1.26.0",
         godebug="default=go1.26",
         staging_modules=_STAGING_1_36,

@@ -1,4 +1,4 @@
-"""``--from-source``: build the binaries with the Go toolchain from two small wrapper modules.
+"""``--from-source``: build the binaries with the Go toolchain from small wrapper modules.
 
 Owns the wrapper modules (rendered by pure functions, so tests can check the exact
 go.mod text) and running ``go`` on them. The Go toolchain does the heavy lifting:
@@ -20,12 +20,22 @@ Hard-won facts (the recipe was first proven by hand; ``render_*`` reproduce it):
   the binaries report ``v0.0.0``. The build date is fixed so builds are reproducible.
 - etcd has its own wrapper (``pilothouse.local/etcd-binaries``): its module uses
   relative replaces too, and ``go.etcd.io/etcd/server/v3`` is package main.
+- A kwok tag compiles only against the k8s.io minor it targets
+  (``ReleasePins.kwok_kubernetes``). When that is the release's minor (1.36.3 with
+  kwok v0.8.0) kwok and kwokctl build in the Kubernetes wrapper, sharing its
+  compiled packages; otherwise (1.35.4) the Kubernetes wrapper builds only the
+  control plane, and kwok gets its own wrapper (``pilothouse.local/kwok-binaries``)
+  whose ``go`` line is kwok's own and whose k8s.io versions are kwok's own (no
+  staging replaces), built with ``-s -w`` like kwok's release builds.
+  :func:`kwok_in_kubernetes_module` makes the choice.
 
 Layout under the cache's ``gobuild`` directory (kept between runs; that is what
 makes a re-run after a crash resume rather than restart)::
 
     k8s-v1.36.3/{go.mod,go.sum,tools.go,build.log,inputs.json,bin/}
-    etcd-v3.6.16/{go.mod,go.sum,tools.go,build.log,inputs.json,bin/}
+    k8s-v1.35.4/…                   control plane only
+    kwok-v0.8.0/…                   only for releases whose minor kwok does not target
+    etcd-v3.6.16/…                  shared by releases pinning the same etcd
 """
 
 from __future__ import annotations
@@ -55,11 +65,13 @@ PhaseCallback = Callable[[str, str], None]
 
 PHASE_RESOLVING = "resolving modules"
 PHASE_KUBERNETES = "compiling kubernetes"
+PHASE_KWOK = "compiling kwok"  # only when kwok has its own wrapper module
 PHASE_ETCD = "compiling etcd"
 PHASE_VERIFYING = "verifying"
-PHASES = (PHASE_RESOLVING, PHASE_KUBERNETES, PHASE_ETCD, PHASE_VERIFYING)
+PHASES = (PHASE_RESOLVING, PHASE_KUBERNETES, PHASE_KWOK, PHASE_ETCD, PHASE_VERIFYING)
 
 K8S_WRAPPER_MODULE = "pilothouse.local/k8s-binaries"
+KWOK_WRAPPER_MODULE = "pilothouse.local/kwok-binaries"
 ETCD_WRAPPER_MODULE = "pilothouse.local/etcd-binaries"
 KUBERNETES_MODULE = "k8s.io/kubernetes"
 KWOK_MODULE = "sigs.k8s.io/kwok"
@@ -68,13 +80,17 @@ BUILD_TAGS = "selinux,notest"
 BUILD_DATE = "2026-01-01T00:00:00Z"
 
 #: Binary name → Go package, in build order.
-KUBERNETES_PACKAGES: dict[str, str] = {
+CONTROL_PLANE_PACKAGES: dict[str, str] = {
     str(Component.KUBE_APISERVER): "k8s.io/kubernetes/cmd/kube-apiserver",
     str(Component.KUBE_CONTROLLER_MANAGER): "k8s.io/kubernetes/cmd/kube-controller-manager",
     str(Component.KUBE_SCHEDULER): "k8s.io/kubernetes/cmd/kube-scheduler",
+}
+KWOK_PACKAGES: dict[str, str] = {
     str(Component.KWOK): "sigs.k8s.io/kwok/cmd/kwok",
     catalog.KWOKCTL: "sigs.k8s.io/kwok/cmd/kwokctl",
 }
+#: What the Kubernetes wrapper builds when kwok shares it.
+KUBERNETES_PACKAGES: dict[str, str] = {**CONTROL_PLANE_PACKAGES, **KWOK_PACKAGES}
 ETCD_PACKAGE = ETCD_MODULE
 
 _TAIL_LINES = 20
@@ -157,6 +173,21 @@ def pins_with_release_gomod(pins: catalog.ReleasePins, release: ReleaseGoMod) ->
     )
 
 
+def kwok_in_kubernetes_module(pins: catalog.ReleasePins) -> bool:
+    """Whether kwok builds inside the Kubernetes wrapper (True) or in its own module (False).
+
+    Inside only when the kwok tag targets the release's Kubernetes minor: the
+    wrapper forces every staging module to ``v0.<minor>.<patch>``, which a kwok tag
+    written against another minor does not compile with.
+    """
+    return pins.kwok_kubernetes == pins.kubernetes_minor
+
+
+def kubernetes_module_packages(pins: catalog.ReleasePins) -> dict[str, str]:
+    """Binary name → Go package for every command the Kubernetes wrapper builds."""
+    return dict(KUBERNETES_PACKAGES if kwok_in_kubernetes_module(pins) else CONTROL_PLANE_PACKAGES)
+
+
 def _godebug_lines(godebug: str) -> list[str]:
     entries = [e for e in godebug.split(",") if e]
     if not entries:
@@ -167,21 +198,44 @@ def _godebug_lines(godebug: str) -> list[str]:
 
 
 def render_wrapper_gomod(pins: catalog.ReleasePins, staging_modules: Sequence[str]) -> str:
-    """The Kubernetes+kwok wrapper go.mod before ``go mod tidy`` fills in indirect requires."""
+    """The Kubernetes wrapper go.mod (with kwok when it shares the module) before ``go mod tidy``."""
+    if kwok_in_kubernetes_module(pins):
+        requires = [
+            "require (",
+            f"\t{KUBERNETES_MODULE} v{pins.kubernetes}",
+            f"\t{KWOK_MODULE} v{pins.kwok}",
+            ")",
+        ]
+    else:
+        requires = [f"require {KUBERNETES_MODULE} v{pins.kubernetes}"]
     lines = [
         f"module {K8S_WRAPPER_MODULE}",
         "",
         f"go {pins.go_directive}",
         "",
         *_godebug_lines(pins.godebug),
-        "require (",
-        f"\t{KUBERNETES_MODULE} v{pins.kubernetes}",
-        f"\t{KWOK_MODULE} v{pins.kwok}",
-        ")",
+        *requires,
         "",
         "replace (",
         *(f"\t{module} => {module} {pins.staging}" for module in sorted(set(staging_modules))),
         ")",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_kwok_gomod(pins: catalog.ReleasePins, kwok_release: ReleaseGoMod) -> str:
+    """kwok's own wrapper go.mod before ``go mod tidy``: kwok's go/godebug lines, no replaces.
+
+    ``kwok_release`` is kwok's own go.mod, so the k8s.io versions Go selects are the
+    ones kwok was released with.
+    """
+    lines = [
+        f"module {KWOK_WRAPPER_MODULE}",
+        "",
+        f"go {kwok_release.go_directive}",
+        "",
+        *_godebug_lines(kwok_release.godebug),
+        f"require {KWOK_MODULE} v{pins.kwok}",
     ]
     return "\n".join(lines) + "\n"
 
@@ -237,6 +291,11 @@ def kubernetes_build_args(
         f"{out_dir}{os.sep}",
         *packages,
     ]
+
+
+def kwok_build_args(out_dir: Path, packages: Sequence[str], *, go: str = "go") -> list[str]:
+    """kwok in its own module: ``-s -w`` only; kwok's version is compiled into the tag."""
+    return [go, "build", "-v", "-trimpath", "-ldflags", "-s -w", "-o", f"{out_dir}{os.sep}", *packages]
 
 
 def etcd_build_args(out_file: Path, *, go: str = "go") -> list[str]:
@@ -296,6 +355,10 @@ class GoBuilder:
     def kubernetes_dir(self, pins: catalog.ReleasePins) -> Path:
         return self.work_root / f"k8s-v{pins.kubernetes}"
 
+    def kwok_dir(self, pins: catalog.ReleasePins) -> Path:
+        """kwok's own wrapper module (used only when ``kwok_in_kubernetes_module`` is False)."""
+        return self.work_root / f"kwok-v{pins.kwok}"
+
     def etcd_dir(self, pins: catalog.ReleasePins) -> Path:
         return self.work_root / f"etcd-v{pins.etcd}"
 
@@ -303,23 +366,33 @@ class GoBuilder:
         """Build every binary into the work directories' ``bin/``; ``BinaryError`` on failure."""
         go_info = self._check_toolchain(pins)
         k8s_dir = self.kubernetes_dir(pins)
+        kwok_dir = self.kwok_dir(pins)
         etcd_dir = self.etcd_dir(pins)
 
         self._phase(PHASE_RESOLVING, f"{KUBERNETES_MODULE}@v{pins.kubernetes}")
         release_text = self._module_gomod(f"{KUBERNETES_MODULE}@v{pins.kubernetes}", k8s_dir)
         release = parse_release_gomod(release_text)
         pins = pins_with_release_gomod(pins, release)
+        k8s_packages = kubernetes_module_packages(pins)
         self._prepare_module(
             k8s_dir,
             render_wrapper_gomod(pins, release.staging_modules),
-            render_tools_go(list(KUBERNETES_PACKAGES.values())),
+            render_tools_go(list(k8s_packages.values())),
         )
+        kwok_separate = not kwok_in_kubernetes_module(pins)
+        if kwok_separate:
+            kwok_text = self._module_gomod(f"{KWOK_MODULE}@v{pins.kwok}", kwok_dir)
+            self._prepare_module(
+                kwok_dir,
+                render_kwok_gomod(pins, parse_release_gomod(kwok_text)),
+                render_tools_go(list(KWOK_PACKAGES.values())),
+            )
         etcd_text = self._module_gomod(f"{ETCD_MODULE}@v{pins.etcd}", etcd_dir)
         etcd_go = max((parse_release_gomod(etcd_text).go_directive, pins.go_directive), key=go_version_tuple)
         self._prepare_module(etcd_dir, render_etcd_gomod(pins, etcd_go), render_tools_go([ETCD_PACKAGE]))
 
         names = catalog.binary_names(with_kwokctl=with_kwokctl)
-        packages = {n: p for n, p in KUBERNETES_PACKAGES.items() if n in names}
+        packages = {n: p for n, p in k8s_packages.items() if n in names}
         k8s_bin = k8s_dir / "bin"
         k8s_bin.mkdir(exist_ok=True)
         self._run(
@@ -328,6 +401,19 @@ class GoBuilder:
             phase=PHASE_KUBERNETES,
             what=f"Kubernetes v{pins.kubernetes}",
         )
+        paths = {name: k8s_bin / name for name in packages}
+        if kwok_separate:
+            kwok_packages = {n: p for n, p in KWOK_PACKAGES.items() if n in names}
+            kwok_bin = kwok_dir / "bin"
+            kwok_bin.mkdir(exist_ok=True)
+            self._run(
+                kwok_build_args(kwok_bin, list(kwok_packages.values()), go=self.go),
+                cwd=kwok_dir,
+                phase=PHASE_KWOK,
+                what=f"kwok v{pins.kwok}",
+            )
+            paths |= {name: kwok_bin / name for name in kwok_packages}
+            packages |= kwok_packages
         etcd_bin = etcd_dir / "bin"
         etcd_bin.mkdir(exist_ok=True)
         self._run(
@@ -337,7 +423,6 @@ class GoBuilder:
             what=f"etcd v{pins.etcd}",
         )
 
-        paths = {name: k8s_bin / name for name in packages}
         paths[str(Component.ETCD)] = etcd_bin / str(Component.ETCD)
         origins = {name: f"{pkg}@v{pins.version_of(name)}" for name, pkg in packages.items()}
         origins[str(Component.ETCD)] = f"{ETCD_PACKAGE}@v{pins.etcd}"
@@ -351,7 +436,10 @@ class GoBuilder:
 
     def clean_outputs(self, pins: catalog.ReleasePins) -> None:
         """Delete the built binaries (installed copies live in the cache; Go's caches stay)."""
-        for directory in (self.kubernetes_dir(pins), self.etcd_dir(pins)):
+        directories = [self.kubernetes_dir(pins), self.etcd_dir(pins)]
+        if not kwok_in_kubernetes_module(pins):
+            directories.append(self.kwok_dir(pins))
+        for directory in directories:
             shutil.rmtree(directory / "bin", ignore_errors=True)
 
     # --- steps ---

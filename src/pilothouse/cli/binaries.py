@@ -209,7 +209,7 @@ class _InstallDisplay:
             self._lines = 0
         if not detail:
             return
-        if phase in (gobuild.PHASE_KUBERNETES, gobuild.PHASE_ETCD):
+        if phase in (gobuild.PHASE_KUBERNETES, gobuild.PHASE_ETCD, gobuild.PHASE_KWOK):
             self._lines += 1
             detail = f"{self._lines} packages · {detail}"
         self.progress.update(self._phase[1], detail=detail[:80])
