@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     #: Control-plane process logs of local clusters rotate past this size, keeping this many copies.
     component_log_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
     component_log_keep: int = Field(default=3, ge=1, le=100)
+    #: Kubernetes Events are kept in the store this long (by their last timestamp) ...
+    event_retention_days: float = Field(default=7.0, gt=0)
+    #: ... and at most this many per cluster, the newest.
+    event_max_per_cluster: int = Field(default=50_000, ge=1)
+    #: How often the watched clusters' new and changed Events are written to the store.
+    events_flush_interval_seconds: float = Field(default=5.0, gt=0)
 
     @field_validator("api_host")
     @classmethod

@@ -2,9 +2,13 @@
 
 A Deployment of three pods, each requesting 500m CPU and 256Mi (limits 1 CPU and
 512Mi), runs in a namespace labelled ``team: billing``; the capacity report shows
-exactly three times those requests for the namespace and the team, a cost from
-the price table, and the event search finds the deployment's ScalingReplicaSet
-event by reason and by object name.
+exactly three times those requests for the namespace and the team, and a cost
+from the price table. Events are searched where they are persisted: the API
+flushes the watch caches into the store before it searches, and the CLI (a
+process of its own, watching nothing) reads what the ``persist-events`` job
+wrote. Both find the deployment's ScalingReplicaSet event by reason and by
+object name, and a Warning Event posted through the Kubernetes API by its text.
+A flush whose save fails hands its events back for the next one.
 """
 
 from __future__ import annotations
@@ -13,17 +17,25 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import pytest
 from lightkube.models.apps_v1 import DeploymentSpec
-from lightkube.models.core_v1 import Container, PodSpec, PodTemplateSpec, ResourceRequirements
+from lightkube.models.core_v1 import (
+    Container,
+    EventSource,
+    ObjectReference,
+    PodSpec,
+    PodTemplateSpec,
+    ResourceRequirements,
+)
 from lightkube.models.meta_v1 import LabelSelector, ObjectMeta
 from lightkube.resources.apps_v1 import Deployment
-from lightkube.resources.core_v1 import Namespace, Pod
+from lightkube.resources.core_v1 import Event, Namespace, Pod
+from sqlalchemy.exc import OperationalError
 from typer.testing import CliRunner
 
 from pilothouse.api import capacity as capacity_api
@@ -31,9 +43,14 @@ from pilothouse.api import events as events_api
 from pilothouse.api.app import create_app
 from pilothouse.cli import capacity as capacity_cli
 from pilothouse.cli import events as events_cli
+from pilothouse.fleet.event_log import EventLog
+from pilothouse.fleet.events import EventQuery, FoundEvent
 from pilothouse.kube import client as kube_client
 from pilothouse.platform import Platform
+from pilothouse.reconcile.loop import Job, jobs_of
+from pilothouse.store import db
 from pilothouse.store.clusters import ClusterRecord
+from pilothouse.store.events import EventPruning, EventStore
 from tests.conftest import SHARED_CLUSTER, SHARED_NODES
 from tests.integration.api_server import serving
 from tests.integration.kube_helpers import eventually
@@ -46,6 +63,8 @@ REPLICAS = 3
 CPU_REQUEST, MEMORY_REQUEST = 500, 256 * 1024**2
 CPU_LIMIT, MEMORY_LIMIT = 1000, 512 * 1024**2
 NODE_CPU = 32_000  # every simulated node of the shared cluster (see test_inventory.py)
+AUDIT_REASON = "LedgerAudit"
+AUDIT_MESSAGE = "Ledger audit: 3 entries ÜBER budget"
 
 
 def _deployment() -> Deployment:
@@ -69,13 +88,32 @@ def _deployment() -> Deployment:
     )
 
 
+def _posted_event(name: str, reason: str, message: str, *, count: int) -> Event:
+    """A Warning Event about the Deployment, as a controller would post it (core/v1)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    return Event(
+        metadata=ObjectMeta(name=name, namespace=NAMESPACE),
+        involvedObject=ObjectReference(
+            apiVersion="apps/v1", kind="Deployment", name=DEPLOYMENT, namespace=NAMESPACE
+        ),
+        reason=reason,
+        type="Warning",
+        message=message,
+        count=count,
+        firstTimestamp=now - timedelta(minutes=1),
+        lastTimestamp=now,
+        source=EventSource(component="ledger-auditor"),
+    )
+
+
 @pytest.fixture(scope="module")
 async def workload(platform: Platform, shared_cluster: ClusterRecord) -> AsyncIterator[None]:
-    """The namespace and Deployment, Running; deleted afterwards."""
+    """The namespace, the Deployment (Running) and a posted audit Event; deleted afterwards."""
     async with kube_client.open_client(platform.clusters.credentials(SHARED_CLUSTER)) as client:
         await client.create(Namespace(metadata=ObjectMeta(name=NAMESPACE, labels={"team": TEAM})))
         try:
             await client.create(_deployment())
+            await client.create(_posted_event(f"{DEPLOYMENT}.audit", AUDIT_REASON, AUDIT_MESSAGE, count=2))
 
             async def running() -> list[str]:
                 return [
@@ -187,6 +225,19 @@ def test_capacity_and_events_over_http(platform: Platform, workload: None, token
         stamps = [datetime.fromisoformat(e["last_timestamp"]) for e in search(namespace=NAMESPACE, limit=100)]
         assert stamps == sorted(stamps, reverse=True)
         assert search(namespace=NAMESPACE, reason="ScalingReplicaSet", type="Warning") == []
+        (audit,) = _poll(lambda: search(text="über BUDGET", type="warning"), lambda found: len(found) == 1)
+        assert (audit["cluster"], audit["namespace"], audit["name"]) == (
+            SHARED_CLUSTER,
+            NAMESPACE,
+            f"{DEPLOYMENT}.audit",
+        )
+        assert (audit["reason"], audit["type"], audit["message"]) == (AUDIT_REASON, "Warning", AUDIT_MESSAGE)
+        assert (audit["involved_kind"], audit["involved_name"], audit["count"]) == (
+            "Deployment",
+            DEPLOYMENT,
+            2,
+        )
+        assert audit["source"] == "ledger-auditor"
 
         assert http.get("/api/v1/clusters/nosuch/capacity").status_code == 404
         assert http.get("/api/v1/events", params={"cluster": "nosuch"}).status_code == 404
@@ -240,7 +291,31 @@ def test_capacity_report_cli(workload: None, tmp_path: Path) -> None:
     assert "cpu_hour" in refused.stderr
 
 
-def test_events_search_cli(workload: None) -> None:
+def _job(platform: Platform, name: str) -> Job:
+    return next(job for job in jobs_of(platform) if job.name == name)
+
+
+def _ours(found: list[FoundEvent]) -> set[str]:
+    return {f.event.reason for f in found if f.event.involved_name == DEPLOYMENT}
+
+
+@pytest.fixture(scope="module")
+async def persisted(platform: Platform, workload: None) -> None:
+    """The deployment's events in the store, written by the background jobs of ``pilothouse up``."""
+    await capacity_api.synced_inventory(platform, SHARED_CLUSTER)
+    in_namespace = EventQuery(cluster=SHARED_CLUSTER, namespace=NAMESPACE, limit=None)
+
+    async def flushed() -> list[FoundEvent]:
+        await _job(platform, "persist-events").run()
+        return platform.events.search(in_namespace)
+
+    await eventually(flushed, lambda found: {"ScalingReplicaSet", AUDIT_REASON} <= _ours(found))
+    pruning = await _job(platform, "prune-events").run()
+    assert pruning == EventPruning(expired=0, over_limit=0)  # all fresh, far below the count
+
+
+def test_events_search_cli(persisted: None) -> None:
+    """The CLI opens a platform of its own and watches nothing: it finds what was persisted."""
     runner = CliRunner()
     by_reason = runner.invoke(
         events_cli.app,
@@ -264,11 +339,51 @@ def test_events_search_cli(workload: None) -> None:
         events_cli.app, ["search", "--kind", "Deployment", "--name", DEPLOYMENT, "--since", "30m", "--json"]
     )
     assert by_name.exit_code == 0, by_name.output
-    assert {e["reason"] for e in json.loads(by_name.stdout)} == {"ScalingReplicaSet"}
+    about_deployment = json.loads(by_name.stdout)
+    assert {"ScalingReplicaSet", AUDIT_REASON} <= {e["reason"] for e in about_deployment}
+    assert all(
+        (e["involved_kind"], e["involved_name"]) == ("Deployment", DEPLOYMENT) for e in about_deployment
+    )
 
     table = runner.invoke(events_cli.app, ["search", "--namespace", NAMESPACE, "--type", "Normal"])
     assert table.exit_code == 0, table.output
     assert re.search(r"^[1-9]\d* events$", table.stdout, re.MULTILINE), table.stdout
 
+    by_text = runner.invoke(
+        events_cli.app, ["search", "--text", "über budget", "--type", "warning", "--json"]
+    )
+    assert by_text.exit_code == 0, by_text.output
+    (audit,) = json.loads(by_text.stdout)
+    assert (audit["reason"], audit["message"], audit["count"]) == (AUDIT_REASON, AUDIT_MESSAGE, 2)
+
     unknown = runner.invoke(events_cli.app, ["search", "--cluster", "nosuch"])
     assert unknown.exit_code == 1
+
+
+async def test_a_failed_flush_hands_its_events_back(
+    platform: Platform, workload: None, tmp_path: Path
+) -> None:
+    inventory = await capacity_api.synced_inventory(platform, SHARED_CLUSTER)
+    key = (NAMESPACE, f"{DEPLOYMENT}.recount")
+    async with kube_client.open_client(platform.clusters.credentials(SHARED_CLUSTER)) as client:
+        await client.create(_posted_event(key[1], "LedgerRecount", "recounting the ledger", count=1))
+
+    async def watched() -> bool:
+        return key in inventory.events.items
+
+    await eventually(watched, bool)
+    unmigrated = db.Database(f"sqlite:///{tmp_path / 'empty.db'}")  # no tables: every save fails
+    try:
+        failing = EventLog(
+            platform.inventory, EventStore(unmigrated), retention=timedelta(days=1), max_per_cluster=10
+        )
+        with pytest.raises(OperationalError):
+            await failing.flush()
+    finally:
+        unmigrated.dispose()
+
+    recount = EventQuery(cluster=SHARED_CLUSTER, reason="LedgerRecount")
+    assert platform.events.search(recount) == []
+    assert await platform.events.flush() >= 1  # what the failed flush drained, handed back
+    (found,) = platform.events.search(recount)
+    assert (found.event.namespace, found.event.name) == key

@@ -1,13 +1,17 @@
-"""REST route of the fleet's Kubernetes Events (``/api/v1/events``), searched in the watch caches.
+"""REST route of the fleet's Kubernetes Events (``/api/v1/events``), searched in the store.
 
-Each watched cluster keeps its recent events in a bounded ring
-(``fleet.inventory.EventRing``); ``fleet.events`` (pure) filters them. Without
-``cluster`` every running cluster is searched (watching starts on first use).
+The events are persisted by ``fleet.event_log`` from the watch caches and kept
+for ``event_retention_days`` (at most ``event_max_per_cluster`` per cluster),
+so the history outlives restarts and covers stopped clusters too. Before it
+searches, the route makes sure every running cluster is watched (watching
+starts on first use) and flushes the latest changes, so an answer includes
+the newest events. ``fleet.events`` defines the matching and the order.
 ``EventOut`` is shared with ``pilothouse events search --json``.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Annotated
 
@@ -17,7 +21,6 @@ from pydantic import BaseModel
 from pilothouse.api.auth import get_platform, guarded
 from pilothouse.api.capacity import running_clusters, synced_inventories
 from pilothouse.fleet import events
-from pilothouse.fleet.inventory import ClusterInventory
 from pilothouse.identity.policy import Permission
 from pilothouse.platform import Platform
 
@@ -56,18 +59,15 @@ class EventOut(BaseModel):
         )
 
 
-def search(inventories: list[ClusterInventory], query: events.EventQuery) -> list[EventOut]:
-    """``fleet.events.search_events`` over the rings of ``inventories``."""
-    rings = {i.name: i.events.values() for i in inventories}
-    return [EventOut.of(found) for found in events.search_events(rings, query)]
+def search(platform: Platform, query: events.EventQuery) -> list[EventOut]:
+    """The stored events matching ``query`` (blocking: the store is read)."""
+    return [EventOut.of(found) for found in platform.events.search(query)]
 
 
 @router.get("/api/v1/events", response_model=list[EventOut], **guarded(Permission.CLUSTERS_READ))
 async def search_events(
     platform: PlatformDep,
-    cluster: Annotated[
-        str | None, Query(description="Only this cluster (default: every running one).")
-    ] = None,
+    cluster: Annotated[str | None, Query(description="Only this cluster (default: every cluster).")] = None,
     namespace: str | None = None,
     kind: Annotated[str | None, Query(description="Kind of the involved object, e.g. Deployment.")] = None,
     name: Annotated[str | None, Query(description="Name of the involved object.")] = None,
@@ -78,7 +78,7 @@ async def search_events(
     text: Annotated[str | None, Query(description="Case-insensitive text in the message.")] = None,
     limit: Annotated[int, Query(ge=0, le=events.MAX_LIMIT)] = events.DEFAULT_LIMIT,
 ) -> list[EventOut]:
-    """Recent events of the fleet, newest first."""
+    """Events of the fleet, newest first."""
     now = platform.now()
     query = events.EventQuery.from_text(
         since=since,
@@ -93,7 +93,9 @@ async def search_events(
         text=text,
         limit=limit,
     )
-    names = [cluster] if cluster is not None else running_clusters(platform)
     if cluster is not None:
         platform.clusters.get(cluster)  # NotFound (404) for an unknown cluster
-    return search(await synced_inventories(platform, names), query)
+    watched = [running for running in running_clusters(platform) if cluster in (None, running)]
+    await synced_inventories(platform, watched)  # a stopped cluster's history is in the store
+    await platform.events.flush(now=now)
+    return await asyncio.to_thread(search, platform, query)

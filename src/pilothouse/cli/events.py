@@ -1,8 +1,9 @@
 """``pilothouse events search``: Kubernetes Events of the fleet, filtered, newest first.
 
-A one-shot ``FleetInventory`` lists each cluster's events (so it sees what the
-API servers still keep: one hour by default), then ``fleet.events`` filters
-them. The server's ``GET /api/v1/events`` searches its longer-lived rings.
+Reads the store: the events ``pilothouse up`` (or any API replica) persisted
+from its watches, kept ``event_retention_days``. This process watches nothing,
+so events newer than the server's last flush (``events_flush_interval_seconds``)
+are not in the answer yet. ``fleet.events`` defines the matching and the order.
 """
 
 from __future__ import annotations
@@ -13,11 +14,9 @@ import typer
 from pydantic import TypeAdapter
 from rich.table import Table
 
-from pilothouse.api.capacity import running_clusters
 from pilothouse.api.events import EventOut, search
-from pilothouse.cli.capacity import watch_once
 from pilothouse.cli.context import open_platform
-from pilothouse.cli.output import cli_errors, console, run
+from pilothouse.cli.output import cli_errors, console
 from pilothouse.fleet import events
 
 EVENTS_JSON = TypeAdapter(list[EventOut])
@@ -31,9 +30,7 @@ def _group() -> None:
 
 @app.command("search")
 def search_command(
-    cluster: Annotated[
-        str | None, typer.Option(help="Only this cluster (default: every running one).")
-    ] = None,
+    cluster: Annotated[str | None, typer.Option(help="Only this cluster (default: every cluster).")] = None,
     namespace: Annotated[str | None, typer.Option(help="Only this namespace.")] = None,
     kind: Annotated[str | None, typer.Option(help="Kind of the involved object, e.g. Deployment.")] = None,
     name: Annotated[str | None, typer.Option(help="Name of the involved object.")] = None,
@@ -47,7 +44,7 @@ def search_command(
     ),
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Search the fleet's recent events by cluster, namespace, object, reason, type, time and text."""
+    """Search the fleet's stored events by cluster, namespace, object, reason, type, time and text."""
     with cli_errors(), open_platform() as platform:
         now = platform.now()
         query = events.EventQuery.from_text(
@@ -63,11 +60,9 @@ def search_command(
             text=text,
             limit=limit,
         )
-        names = [cluster] if cluster is not None else running_clusters(platform)
-        for wanted in names:
-            platform.clusters.get(wanted)
-        caches = run(watch_once(platform, names))
-        found = search(list(caches.values()), query)
+        if cluster is not None:
+            platform.clusters.get(cluster)  # NotFound for an unknown cluster
+        found = search(platform, query)
         if as_json:
             typer.echo(EVENTS_JSON.dump_json(found, indent=2).decode())
             return

@@ -1,18 +1,19 @@
-"""Search over the fleet's recent Kubernetes Events.
+"""Searching the fleet's Kubernetes Events: the query, its matching and its order.
 
-Pure: the events are the cached ``kube.summaries.EventSummary`` values that
-``fleet.inventory`` keeps per cluster in a bounded ring (``EventRing``:
-de-duplicated, newest kept, oldest dropped beyond its capacity; that ring is the
-retention). This module filters and orders them; it reads them through the
-``EventLike`` protocol and imports no adapter. ``api/events.py`` and
-``cli/events.py`` gather the rings and call ``search_events``.
+Pure. ``EventQuery`` is what the API and the CLI ask for (``from_text`` reads
+their time bounds); ``store.events.EventStore.search`` answers it in SQL over
+the persisted events (``fleet.event_log`` writes them from the watch caches,
+and bounds them by age and count per cluster). ``search_events`` applies the
+same matching and order to events in memory, read through the ``EventLike``
+protocol: it is the reference the store's SQL is tested against. This module
+imports no adapter.
 
-Matching: cluster, namespace, involved object name and message text are
-compared as given (text: case-insensitive substring of the message); kind,
-reason and type are compared case-insensitively and exactly. ``since`` and
-``until`` bound an event's last timestamp (inclusive); an event without one
-matches no time bound. Results are newest first (events without a timestamp
-last), ties broken by cluster, namespace and name, then cut to ``limit``.
+Matching: cluster, namespace and involved object name are compared exactly;
+kind, reason and type exactly but case-insensitively (``str.casefold``); text
+is a case-insensitive substring of the message. ``since`` and ``until`` bound
+an event's last timestamp (inclusive); an event without one matches no time
+bound. Results are newest first (events without a timestamp last), ties
+broken by cluster, namespace and name (by code point), then cut to ``limit``.
 """
 
 from __future__ import annotations

@@ -213,7 +213,11 @@ class PodCache(KindCache[PodSummary]):
 class EventRing(KindCache[EventSummary]):
     """Recent Events: a history, not a mirror. Updates of an event (its count growing) move
     it to the newest end; the oldest are dropped beyond ``capacity``. Events that Kubernetes
-    deletes (their TTL, one hour by default) stay; a relist merges into the ring."""
+    deletes (their TTL, one hour by default) stay; a relist merges into the ring.
+
+    The ring also remembers which events changed since ``drain_changed`` last ran (the keys
+    only, and only of events still in the ring, so it stays bounded by ``capacity`` when
+    nobody drains it); ``fleet.event_log`` drains them to persist just what changed."""
 
     def __init__(
         self,
@@ -227,16 +231,31 @@ class EventRing(KindCache[EventSummary]):
             raise ValueError("the event ring needs a capacity of at least 1")
         self.capacity = capacity
         self.items: OrderedDict[Key, EventSummary] = OrderedDict()
+        self._changed: set[Key] = set()
+
+    def drain_changed(self) -> list[EventSummary]:
+        """The events added or changed since the last drain, forgetting which they were."""
+        changed = [self.items[key] for key in self._changed]  # every changed key is in the ring
+        self._changed.clear()
+        return changed
+
+    def mark_changed(self, events: Iterable[EventSummary]) -> None:
+        """Hand drained events back (their save failed): the next drain returns them again,
+        as they are by then (an event that left the ring meanwhile is not returned)."""
+        self._changed.update(e.key for e in events if e.key in self.items)
 
     def _replace(self, objects: Sequence[EventSummary]) -> None:
         for obj in sorted(objects, key=_event_order):
             self._upsert(obj)
 
     def _upsert(self, obj: EventSummary) -> None:
+        if self.items.get(obj.key) != obj:  # a relist re-sends every event: only changes count
+            self._changed.add(obj.key)
         self.items[obj.key] = obj
         self.items.move_to_end(obj.key)
         while len(self.items) > self.capacity:
-            self.items.popitem(last=False)
+            dropped, _ = self.items.popitem(last=False)
+            self._changed.discard(dropped)
 
     def _delete(self, obj: EventSummary) -> None:
         pass  # kept as history; bounded by capacity
