@@ -8,22 +8,26 @@ services, so every entry point sees the same state the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
 
 from pilothouse import errors
-from pilothouse.fleet import alerting, notify
+from pilothouse.fleet import alerting, notify, upgrades
 from pilothouse.fleet.alerts import Alerts
 from pilothouse.fleet.changes import ChangeFeed
+from pilothouse.fleet.event_log import EventLog
 from pilothouse.fleet.inventory import FleetInventory
 from pilothouse.fleet.monitoring import HealthMonitor
+from pilothouse.fleet.operations import OperationRunner
 from pilothouse.fleet.registry import ClusterRegistry
 from pilothouse.identity.policy import Role
 from pilothouse.settings import Settings
 from pilothouse.store.alerts import AlertStore
 from pilothouse.store.db import Database
+from pilothouse.store.events import EventStore
 from pilothouse.store.health import HealthStore
+from pilothouse.store.operations import OperationStore
 from pilothouse.store.secrets import SecretBox
 from pilothouse.store.tokens import TokenStore
 
@@ -41,6 +45,9 @@ class Platform:
     inventory: FleetInventory
     changes: ChangeFeed
     alerts: Alerts
+    events: EventLog
+    operations: OperationRunner
+    upgrades: upgrades.Upgrades
 
     @classmethod
     def open(cls, settings: Settings) -> Platform:
@@ -54,6 +61,10 @@ class Platform:
         )
         inventory = FleetInventory(clusters.credentials)
         rules, channels = _alerting_config(settings)
+        operation_store = OperationStore(db)
+        runner = OperationRunner(
+            operation_store, clusters.leases, {upgrades.KIND: upgrades.ControlPlaneUpgrade(clusters)}
+        )
         return cls(
             settings=settings,
             db=db,
@@ -64,6 +75,14 @@ class Platform:
             inventory=inventory,
             changes=ChangeFeed(),
             alerts=Alerts(clusters, monitor, inventory, AlertStore(db), rules=rules, channels=channels),
+            events=EventLog(
+                inventory,
+                EventStore(db),
+                retention=timedelta(days=settings.event_retention_days),
+                max_per_cluster=settings.event_max_per_cluster,
+            ),
+            operations=runner,
+            upgrades=upgrades.Upgrades(clusters, inventory, operation_store),
         )
 
     def ensure_bootstrap_token(self) -> str | None:

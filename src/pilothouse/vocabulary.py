@@ -68,3 +68,25 @@ CACHED_COMPONENTS: tuple[Component, ...] = (
     Component.KUBE_SCHEDULER,
     Component.KWOK,
 )
+
+
+class OperationPhase(StrEnum):
+    """Where a durable operation (``fleet.operations``) stands."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    PAUSED = "Paused"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    ABORTED = "Aborted"
+
+    @property
+    def finished(self) -> bool:
+        return self in (OperationPhase.SUCCEEDED, OperationPhase.FAILED, OperationPhase.ABORTED)
+
+
+class OperationRequest(StrEnum):
+    """What an operator asked of a running operation."""
+
+    PAUSE = "pause"
+    ABORT = "abort"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from pilothouse import __version__
-from pilothouse.cli import alerts, binaries, capacity, cluster, events, fleet, logs, token, up
+from pilothouse.cli import alerts, binaries, capacity, cluster, events, fleet, logs, operations, token, up
 
 app = typer.Typer(
     name="pilothouse",
@@ -21,6 +21,8 @@ app.add_typer(fleet.sla_app)
 app.add_typer(capacity.app)
 app.add_typer(events.app)
 app.add_typer(alerts.app)
+app.add_typer(operations.upgrade_app)
+app.add_typer(operations.app)
 app.command("up")(up.up)
 app.command("logs")(logs.logs)
 

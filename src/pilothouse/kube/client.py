@@ -93,8 +93,24 @@ async def open_client(creds: ClusterCredentials, *, timeout: float = 10.0) -> As
         await client.aclose()
 
 
+async def get_text(creds: ClusterCredentials, path: str, *, timeout: float = 10.0) -> str:
+    """GET a non-resource path (``/metrics``, ``/readyz``) and return its body."""
+    return (await _get(creds, path, timeout=timeout)).text
+
+
 async def get_json(creds: ClusterCredentials, path: str, *, timeout: float = 10.0) -> Any:
-    """GET a non-resource path (``/version``, ``/readyz``) and decode its JSON body."""
+    """GET a non-resource path (``/version``) and decode its JSON body."""
+    response = await _get(creds, path, timeout=timeout)
+    try:
+        return response.json()
+    except ValueError:
+        raise errors.ClusterUnreachable(
+            f"{creds.server}{path} did not answer with JSON: it is not a Kubernetes API server",
+            hint="check the server URL (host and port) in the kubeconfig",
+        ) from None
+
+
+async def _get(creds: ClusterCredentials, path: str, *, timeout: float) -> httpx2.Response:
     headers = {"Authorization": f"Bearer {creds.token}"} if creds.token else {}
     async with httpx2.AsyncClient(
         verify=ssl_context_for(creds), timeout=timeout, trust_env=False, headers=headers
@@ -109,13 +125,7 @@ async def get_json(creds: ClusterCredentials, path: str, *, timeout: float = 10.
         raise errors.ClusterUnreachable(
             f"{creds.server}{path} answered {response.status_code}", hint="check the API server's health"
         )
-    try:
-        return response.json()
-    except ValueError:
-        raise errors.ClusterUnreachable(
-            f"{creds.server}{path} did not answer with JSON: it is not a Kubernetes API server",
-            hint="check the server URL (host and port) in the kubeconfig",
-        ) from None
+    return response
 
 
 def translate(exc: BaseException, creds: ClusterCredentials) -> errors.PilothouseError:

@@ -3,8 +3,11 @@
 Each job runs on its own schedule in its own task: converging local clusters
 to their desired state, probing the fleet's health, compacting the health
 history, keeping a watch-based inventory of every running cluster, rotating
-the control-plane logs of local clusters, evaluating alert rules and notifying. Every pass is level-triggered (it looks at the world from scratch),
-so a crash at any moment is repaired by the next pass after a restart. A
+the control-plane logs of local clusters, evaluating alert rules and notifying,
+persisting the watched Kubernetes Events and pruning them, and driving
+durable operations (upgrades) to their end. Every pass is level-triggered
+(it looks at the world from scratch), so a crash at any moment is repaired
+by the next pass after a restart. A
 failing pass is logged and retried with bounded backoff; it never stops the
 other jobs.
 """
@@ -12,6 +15,7 @@ other jobs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +32,9 @@ BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
 COMPACT_INTERVAL_SECONDS = 3600.0
 LOG_ROTATION_INTERVAL_SECONDS = 60.0
 CHANGES_INTERVAL_SECONDS = 0.5
+#: How often unfinished durable operations (upgrades, …) are looked for and driven.
+OPERATIONS_INTERVAL_SECONDS = 2.0
+EVENT_PRUNE_INTERVAL_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,9 @@ def jobs_of(platform: Platform) -> list[Job]:
         Job("changes", CHANGES_INTERVAL_SECONDS, publish_changes),
         Job("alerts", settings.alerts_interval_seconds, platform.alerts.evaluate_once),
         Job("prune-alerts", COMPACT_INTERVAL_SECONDS, prune_alerts),
+        Job("persist-events", settings.events_flush_interval_seconds, platform.events.flush),
+        Job("prune-events", EVENT_PRUNE_INTERVAL_SECONDS, platform.events.prune),
+        Job("operations", OPERATIONS_INTERVAL_SECONDS, platform.operations.run_unfinished),
     ]
 
 
@@ -115,4 +125,7 @@ async def run_background(platform: Platform) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await platform.operations.stop()
+        with contextlib.suppress(Exception):  # what is not flushed comes back with the next relist
+            await platform.events.flush()
         await platform.inventory.stop()

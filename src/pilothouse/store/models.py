@@ -15,6 +15,7 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -206,3 +207,68 @@ class AlertDeliveryRow(Base):
     ok: Mapped[bool]
     error: Mapped[str | None] = mapped_column(Text, default=None)
     at: Mapped[datetime] = mapped_column(index=True)
+
+
+# ----- durable operations (fleet/operations.py) --------------------------------------------------
+
+
+class OperationRow(Base):
+    """One long operation on one cluster (an upgrade, a rollout, a backup, a restore): its spec,
+    its journal of steps and its phase. ``requested`` carries an operator's pause or abort
+    to the process running it; ``generation`` grows with every write of the journal."""
+
+    __tablename__ = "operations"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    cluster: Mapped[str] = mapped_column(String(63), index=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    phase: Mapped[str] = mapped_column(String(16), index=True)
+    steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    message: Mapped[str] = mapped_column(Text, default="")
+    requested: Mapped[str | None] = mapped_column(String(16), default=None)
+    created_by: Mapped[str] = mapped_column(String(160), default="")
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+# ----- Kubernetes Events (store/events.py) ------------------------------------------------------
+
+
+class KubeEventRow(Base):
+    """One Kubernetes Event of a cluster, as last seen: updates of the Event (its count and
+    last timestamp growing) overwrite the row. Deleting the cluster deletes its events.
+
+    The ``*_key`` columns hold case-folded copies of the fields searched case-insensitively,
+    so SQL compares them exactly as Python's ``str.casefold`` does, on every backend.
+    """
+
+    __tablename__ = "kube_events"
+    __table_args__ = (
+        UniqueConstraint("cluster_id", "namespace", "name"),
+        Index("ix_kube_events_cluster_last", "cluster_id", "last_timestamp"),
+        Index("ix_kube_events_object", "cluster_id", "involved_kind_key", "involved_name"),
+        Index("ix_kube_events_reason", "cluster_id", "reason_key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    cluster_id: Mapped[str] = mapped_column(String(32), ForeignKey("clusters.id", ondelete="CASCADE"))
+    namespace: Mapped[str] = mapped_column(String(253))
+    name: Mapped[str] = mapped_column(String(253))
+    involved_kind: Mapped[str] = mapped_column(Text)
+    involved_name: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(Text)
+    message: Mapped[str] = mapped_column(Text)
+    count: Mapped[int]
+    last_timestamp: Mapped[datetime | None] = mapped_column(index=True)
+    source: Mapped[str] = mapped_column(Text)
+    #: When this Pilothouse last wrote the row; ages out events that carry no timestamp.
+    saved_at: Mapped[datetime]
+    involved_kind_key: Mapped[str] = mapped_column(Text)
+    reason_key: Mapped[str] = mapped_column(Text)
+    type_key: Mapped[str] = mapped_column(Text)
+    message_key: Mapped[str] = mapped_column(Text)

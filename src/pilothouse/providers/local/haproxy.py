@@ -1,6 +1,7 @@
 """HAProxy in front of an HA cluster's API servers (Debian's ``haproxy``).
 
-``render_config`` is pure. HAProxy runs in TCP mode so TLS goes end to end
+Pure: ``render_config`` writes the configuration, ``parse_stat`` reads the
+runtime API's answers; ``haproxy_admin`` talks to the socket. HAProxy runs in TCP mode so TLS goes end to end
 from the client to an API server, and health-checks each backend with an
 HTTPS ``GET /readyz`` so a stopped or not-ready API server leaves the
 rotation within about two seconds. The admin socket lets later operations
@@ -9,8 +10,17 @@ rotation within about two seconds. The admin socket lets later operations
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+BACKEND = "kube-apiservers"
+
+
+def server_name(member: int) -> str:
+    """The HAProxy server name of API server ``member``."""
+    return f"apiserver-{member}"
 
 
 def render_config(
@@ -21,7 +31,7 @@ def render_config(
     admin_socket: Path,
 ) -> str:
     servers = "\n".join(
-        f"    server apiserver-{i} {host}:{port} check check-ssl verify none inter 1s fall 2 rise 1"
+        f"    server {server_name(i)} {host}:{port} check check-ssl verify none inter 1s fall 2 rise 1"
         for i, (host, port) in enumerate(backends)
     )
     return f"""# HAProxy for Pilothouse cluster {cluster}; generated, do not edit.
@@ -40,9 +50,9 @@ defaults
 
 frontend kube-apiserver
     bind 127.0.0.1:{listen_port}
-    default_backend kube-apiservers
+    default_backend {BACKEND}
 
-backend kube-apiservers
+backend {BACKEND}
     balance roundrobin
     option httpchk
     http-check send meth GET uri /readyz
@@ -50,3 +60,30 @@ backend kube-apiservers
     default-server on-marked-down shutdown-sessions
 {servers}
 """
+
+
+@dataclass(frozen=True)
+class ServerStat:
+    """One backend server as ``show stat`` reports it."""
+
+    name: str
+    status: str  # UP, DOWN, MAINT, DRAIN, "UP 1/2", "no check", ...
+    sessions: int  # current sessions
+
+    @property
+    def serving(self) -> bool:
+        """Receives new connections: up and neither in maintenance nor draining."""
+        return self.status.startswith("UP")
+
+
+def parse_stat(csv_text: str, *, backend: str = BACKEND) -> dict[str, ServerStat]:
+    """The servers of ``backend`` from the CSV of the runtime API's ``show stat``."""
+    lines = csv_text.strip().splitlines()
+    if not lines or not lines[0].startswith("# "):
+        raise ValueError(f"not HAProxy stat CSV: {csv_text[:80]!r}")
+    rows = csv.DictReader([lines[0][2:], *lines[1:]])
+    return {
+        row["svname"]: ServerStat(row["svname"], row["status"], int(row["scur"] or 0))
+        for row in rows
+        if row.get("pxname") == backend and row.get("svname") not in ("FRONTEND", "BACKEND")
+    }

@@ -16,7 +16,7 @@ import os
 import shutil
 import ssl
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,12 +51,16 @@ class LocalRuntime:
     root: str
     ports: topology.PortPlan
     processes: dict[str, supervisor.ProcessRecord] = field(default_factory=dict)
+    #: Processes pinned to a Kubernetes version other than the cluster's (mid-upgrade): a
+    #: process that crashes is restarted on the version it was running.
+    versions: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "root": self.root,
             "ports": self.ports.to_dict(),
             "processes": {name: rec.to_dict() for name, rec in self.processes.items()},
+            "versions": dict(self.versions),
         }
 
     @classmethod
@@ -68,6 +72,7 @@ class LocalRuntime:
                 name: supervisor.ProcessRecord.from_dict(rec)
                 for name, rec in dict(data.get("processes", {})).items()
             },
+            versions={str(k): str(v) for k, v in dict(data.get("versions", {})).items()},
         )
 
     @property
@@ -123,10 +128,81 @@ class LocalProvider:
         return paths
 
     def plan(self, spec: topology.LocalClusterSpec, runtime: LocalRuntime) -> list[topology.ProcessSpec]:
+        """Every process, each on its pinned version (``runtime.versions``) or the cluster's."""
         paths = self.check_prerequisites(spec)
-        return topology.plan_processes(
+        plan = topology.plan_processes(
             spec, runtime.ports, runtime.layout, paths, haproxy=self.haproxy_binary
         )
+        for version in sorted(set(runtime.versions.values()) - {spec.kubernetes_version}):
+            other = self.plan_at(spec, runtime, version)
+            plan = [other[p.name] if runtime.versions.get(p.name) == version else p for p in plan]
+        return plan
+
+    def plan_at(
+        self, spec: topology.LocalClusterSpec, runtime: LocalRuntime, version: str
+    ) -> dict[str, topology.ProcessSpec]:
+        """Every process as it would run on Kubernetes ``version``, by name."""
+        paths = self.binaries.require(version, CACHED_COMPONENTS)
+        plan = topology.plan_processes(
+            replace(spec, kubernetes_version=version),
+            runtime.ports,
+            runtime.layout,
+            paths,
+            haproxy=self.haproxy_binary,
+        )
+        return {p.name: p for p in plan}
+
+    async def restart_process(
+        self, spec: topology.LocalClusterSpec, runtime: LocalRuntime, process: str, *, persist: Persist
+    ) -> None:
+        """Stop ``process`` (gracefully) and start it as ``plan`` now says, then wait until it is
+        ready. Pin its version in ``runtime.versions`` first to change what it runs."""
+        wanted = {p.name: p for p in self.plan(spec, runtime)}.get(process)
+        if wanted is None:
+            raise errors.NotFound(
+                f"no process {process!r} in this cluster",
+                hint=f"known: {', '.join(sorted(runtime.processes))}",
+            )
+        record = runtime.processes.get(process)
+        if record is not None:
+            await asyncio.to_thread(supervisor.stop, process, record)
+            del runtime.processes[process]
+            persist(runtime)
+        runtime.processes[process] = supervisor.start(
+            process,
+            wanted.argv,
+            log_file=runtime.layout.log_file(process),
+            cwd=runtime.layout.root,
+            env=wanted.env,
+        )
+        persist(runtime)
+        await self._wait_ready(wanted, runtime, timeout=120.0)
+
+    def running_binary(
+        self, spec: topology.LocalClusterSpec, runtime: LocalRuntime, process: str, *, persist: Persist
+    ) -> Path | None:
+        """The executable ``process`` runs from (None: not running).
+
+        A copy started by a Pilothouse that died before recording it is found by its
+        arguments and recorded (adopted), so the caller never starts a second one.
+        """
+        record = runtime.processes.get(process)
+        if record is not None and supervisor.is_running(record):
+            return supervisor.executable(record)
+        wanted = {p.name: p for p in self.plan(spec, runtime)}.get(process)
+        if wanted is None:
+            return None
+        known = {r.pid for r in runtime.processes.values()}
+        orphans = supervisor.find_unrecorded(wanted.argv, known=known)
+        if not orphans:
+            return None
+        adopted = orphans[0]
+        for extra in orphans[1:]:  # never more than one copy of a process
+            supervisor.stop(process, supervisor.record_of(extra))
+        runtime.processes[process] = supervisor.record_of(adopted)
+        persist(runtime)
+        log.warning("process.adopted", process=process, pid=adopted.pid)
+        return supervisor.executable(runtime.processes[process])
 
     def new_runtime(self, spec: topology.LocalClusterSpec, *, api_port: int | None = None) -> LocalRuntime:
         root = self.clusters_dir / spec.name

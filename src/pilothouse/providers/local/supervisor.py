@@ -95,6 +95,16 @@ def is_running(record: ProcessRecord) -> bool:
         return False
 
 
+def executable(record: ProcessRecord) -> Path | None:
+    """The binary the recorded process runs (None: gone or unreadable)."""
+    if not is_running(record):
+        return None
+    try:
+        return Path(psutil.Process(record.pid).exe())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
 def stop(name: str, record: ProcessRecord, *, grace: float = 10.0) -> None:
     """Stop the process (and its group): SIGTERM, then SIGKILL after ``grace`` seconds."""
     if not is_running(record):
@@ -126,6 +136,28 @@ def kill(record: ProcessRecord) -> None:
         with contextlib.suppress(psutil.NoSuchProcess):
             psutil.Process(record.pid).wait(timeout=5)
     _reap(record.pid)
+
+
+def find_unrecorded(argv: tuple[str, ...], *, known: set[int]) -> list[psutil.Process]:
+    """Running processes started with ``argv``'s arguments (any binary: another version of the
+    same component counts) whose PID is not in ``known``: started by a Pilothouse that died
+    before it could record them."""
+    me = os.getpid()
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        pid = process.info["pid"]
+        if pid == me or pid in known:
+            continue
+        cmdline = process.info["cmdline"] or []
+        if len(cmdline) == len(argv) and tuple(cmdline[1:]) == argv[1:]:
+            with contextlib.suppress(psutil.Error):
+                if process.status() != psutil.STATUS_ZOMBIE:
+                    found.append(process)
+    return found
+
+
+def record_of(process: psutil.Process) -> ProcessRecord:
+    return ProcessRecord(pid=process.pid, create_time=process.create_time())
 
 
 def stop_strays(directory: Path, *, grace: float = 10.0) -> list[int]:
