@@ -33,11 +33,14 @@ def test_encryption_config_uses_the_key() -> None:
 
 
 def test_kwok_stages_cover_nodes_and_pod_lifecycle() -> None:
-    stages = list(yaml.safe_load_all(config_files.kwok_stages()))
+    documents = list(yaml.safe_load_all(config_files.kwok_stages()))
+    stages = [d for d in documents if d["kind"] == "Stage"]
     kinds = [(s["kind"], s["spec"]["resourceRef"]["kind"]) for s in stages]
     assert ("Stage", "Node") in kinds
     assert ("Stage", "Pod") in kinds
     assert any(s["spec"]["next"].get("delete") for s in stages), "a stage completes pod deletion"
+    (configuration,) = [d for d in documents if d["kind"] == "KwokConfiguration"]
+    assert configuration["options"]["podPlayStageParallelism"] > 4  # wider than kwok's default
 
 
 def test_write_file_is_atomic_with_mode(tmp_path: Path) -> None:

@@ -319,9 +319,13 @@ class LocalProvider:
         persist: Persist,
         progress: ProgressSink = discard,
         wave_timeout: float = 120.0,
-        nodes_timeout: float = 180.0,
+        nodes_timeout: float | None = None,
     ) -> None:
-        """Bring every process up (wave by wave) and the simulated nodes to Ready. Idempotent."""
+        """Bring every process up (wave by wave) and the simulated nodes to Ready. Idempotent.
+
+        ``nodes_timeout`` defaults to three minutes, plus time for large clusters."""
+        if nodes_timeout is None:
+            nodes_timeout = max(180.0, 60.0 + 0.1 * spec.nodes)
         plan = self.plan(spec, runtime)
         self._write_files(spec, runtime)
         not_running = [p for p in plan if not _running(runtime, p.name)]
