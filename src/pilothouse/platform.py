@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pydantic import ValidationError
 
 from pilothouse import errors
-from pilothouse.fleet import alerting, notify, upgrades
+from pilothouse.fleet import alerting, certificates, notify, upgrades
 from pilothouse.fleet.alerts import Alerts
 from pilothouse.fleet.changes import ChangeFeed
 from pilothouse.fleet.event_log import EventLog
@@ -48,6 +48,7 @@ class Platform:
     events: EventLog
     operations: OperationRunner
     upgrades: upgrades.Upgrades
+    certificates: certificates.Certificates
 
     @classmethod
     def open(cls, settings: Settings) -> Platform:
@@ -63,7 +64,12 @@ class Platform:
         rules, channels = _alerting_config(settings)
         operation_store = OperationStore(db)
         runner = OperationRunner(
-            operation_store, clusters.leases, {upgrades.KIND: upgrades.ControlPlaneUpgrade(clusters)}
+            operation_store,
+            clusters.leases,
+            {
+                upgrades.KIND: upgrades.ControlPlaneUpgrade(clusters),
+                certificates.KIND: certificates.CertificateRotation(clusters),
+            },
         )
         return cls(
             settings=settings,
@@ -83,6 +89,7 @@ class Platform:
             ),
             operations=runner,
             upgrades=upgrades.Upgrades(clusters, inventory, operation_store),
+            certificates=certificates.Certificates(clusters, operation_store),
         )
 
     def ensure_bootstrap_token(self) -> str | None:

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -25,8 +26,9 @@ import httpx
 import pytest
 
 from pilothouse.binaries.cache import BinaryCache
-from pilothouse.fleet import operations, requests
+from pilothouse.fleet import certificates, operations, requests, upgrades
 from pilothouse.fleet.leases import holder_is_dead
+from pilothouse.fleet.registry import local_spec
 from pilothouse.kube import client as kube_client
 from pilothouse.platform import Platform
 from pilothouse.providers.local import supervisor, topology
@@ -40,7 +42,7 @@ PILOTHOUSE = str(Path(sys.executable).with_name("pilothouse"))
 FROM, TO = "1.35.4", "1.36.3"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def both_versions(installed_binaries: BinaryCache) -> BinaryCache:
     installed_binaries.require(FROM)
     installed_binaries.require(TO)
@@ -93,12 +95,12 @@ def _client_context(runtime: LocalRuntime) -> ssl.SSLContext:
 
 
 async def _wait_for_step(
-    platform: Platform, name: str, step: str, *, timeout: float = 240
+    platform: Platform, name: str, step: str, *, kind: str = upgrades.KIND, timeout: float = 240
 ) -> OperationRecord:
-    """The cluster's upgrade operation once ``step`` is RUNNING."""
+    """The cluster's newest operation of ``kind`` once ``step`` is RUNNING."""
     deadline = time.monotonic() + timeout
     while True:
-        records = platform.operations.store.list(cluster=name)
+        records = platform.operations.store.list(cluster=name, kind=kind)
         if records:
             running = {
                 s.name for s in operations.journal(records[0]) if s.state is operations.StepState.RUNNING
@@ -115,16 +117,28 @@ def _starts(runtime: LocalRuntime, process: str) -> int:
     return text.count(f"--- pilothouse: starting {process} ")
 
 
+@pytest.fixture(scope="module")
+async def ha_cluster(platform: Platform, both_versions: BinaryCache) -> AsyncIterator[ClusterRecord]:
+    """An HA cluster on the older version, for the upgrade and then the certificate rotation."""
+    record = await platform.clusters.create_local(
+        requests.parse(requests.CreateLocalCluster, name="ops-ha", nodes=2, control_planes=3, version=FROM)
+    )
+    yield record
+    await platform.clusters.delete(record.name)
+
+
+CONTROL_PLANE = [
+    f"{c}-{i}" for c in ("kube-apiserver", "kube-controller-manager", "kube-scheduler") for i in range(3)
+]
+
+
 @pytest.mark.slow
 @pytest.mark.own_cluster
 async def test_ha_upgrade_has_no_failed_request_and_survives_kill_9_at_two_steps(
-    platform: Platform, pilothouse_env: dict[str, str], both_versions: BinaryCache
+    platform: Platform, pilothouse_env: dict[str, str], both_versions: BinaryCache, ha_cluster: ClusterRecord
 ) -> None:
-    name = "upgrade-ha"
-    record = await platform.clusters.create_local(
-        requests.parse(requests.CreateLocalCluster, name=name, nodes=2, control_planes=3, version=FROM)
-    )
-    runtime = LocalRuntime.from_dict(record.runtime)
+    name = ha_cluster.name
+    runtime = LocalRuntime.from_dict(ha_cluster.runtime)
     context = _client_context(runtime)
     assert runtime.ports.load_balancer is not None
     client = LoadBalancerClient(
@@ -194,18 +208,64 @@ async def test_ha_upgrade_has_no_failed_request_and_survives_kill_9_at_two_steps
         for i in range(3):
             member = replace(creds, server=f"https://{topology.member_host(i, 3)}:{after.ports.apiserver}")
             assert (await kube_client.get_json(member, "/version"))["gitVersion"] == f"v{TO}"
-        for process in [
-            f"{c}-{i}"
-            for c in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
-            for i in range(3)
-        ]:
+        for process in CONTROL_PLANE:
             assert supervisor.executable(after.processes[process]) == both_versions.path(
                 TO, process.rsplit("-", 1)[0]
             )
             assert _starts(after, process) == 2, f"{process} was restarted more than once"
     finally:
         client.stop()
-        await platform.clusters.delete(name)
+
+
+@pytest.mark.slow
+@pytest.mark.own_cluster
+async def test_ha_certificate_rotation_keeps_serving_and_survives_kill_9(
+    platform: Platform, pilothouse_env: dict[str, str], ha_cluster: ClusterRecord
+) -> None:
+    name = ha_cluster.name
+    runtime = LocalRuntime.from_dict(platform.clusters.get(name).runtime)
+    before = {c.path: c for c in platform.certificates.status(name)}
+    processes = [p for p, _title in certificates.rotation_steps(local_spec(platform.clusters.get(name)))[1:]]
+    starts = {p: _starts(runtime, p) for p in processes}
+    assert runtime.ports.load_balancer is not None
+    client = LoadBalancerClient(
+        f"https://127.0.0.1:{runtime.ports.load_balancer}/api/v1/namespaces/default", _client_context(runtime)
+    )
+    client.start()
+    try:
+        cli = await asyncio.create_subprocess_exec(
+            PILOTHOUSE,
+            "certificates",
+            "rotate",
+            name,
+            env={**os.environ, **pilothouse_env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        first = await _wait_for_step(platform, name, "kube-apiserver-1", kind=certificates.KIND)
+        cli.send_signal(signal.SIGKILL)
+        await cli.wait()
+        done = await platform.operations.run(first.id)
+        await asyncio.sleep(2)
+    finally:
+        client.stop()
+
+    assert done.phase is OperationPhase.SUCCEEDED, done.message
+    assert client.failures == [], client.failures[:5]
+    steps = operations.journal(done)
+    assert all(s.acted <= 1 for s in steps), [(s.name, s.acted) for s in steps]
+    after = {c.path: c for c in platform.certificates.status(name)}
+    assert set(after) == set(before)
+    for path, cert in after.items():
+        if cert.is_ca:
+            assert cert.not_before == before[path].not_before, f"the CA {path} changed"
+        else:
+            assert cert.not_before > before[path].not_before, f"{path} was not re-issued"
+    runtime = LocalRuntime.from_dict(platform.clusters.get(name).runtime)
+    assert {p: _starts(runtime, p) for p in processes} == {p: n + 1 for p, n in starts.items()}
+    creds = platform.clusters.credentials(name)  # the stored admin kubeconfig carries the new certificate
+    assert creds.client_cert_pem == (runtime.layout.pki / "admin.crt").read_bytes()
+    assert (await kube_client.get_json(creds, "/version"))["gitVersion"].startswith("v1.")
 
 
 def test_refused_upgrades_say_why_and_record_nothing(

@@ -5,7 +5,19 @@ from __future__ import annotations
 import typer
 
 from pilothouse import __version__
-from pilothouse.cli import alerts, binaries, capacity, cluster, events, fleet, logs, operations, token, up
+from pilothouse.cli import (
+    alerts,
+    binaries,
+    capacity,
+    certificates,
+    cluster,
+    events,
+    fleet,
+    logs,
+    operations,
+    token,
+    up,
+)
 
 app = typer.Typer(
     name="pilothouse",
@@ -23,6 +35,7 @@ app.add_typer(events.app)
 app.add_typer(alerts.app)
 app.add_typer(operations.upgrade_app)
 app.add_typer(operations.app)
+app.add_typer(certificates.app)
 app.command("up")(up.up)
 app.command("logs")(logs.logs)
 

@@ -87,7 +87,7 @@ def apply(
         console.print(f"operation {record.id}: upgrade {cluster} to {record.spec['to']}")
         if detach:
             return
-        _drive(platform, record.id)
+        drive(platform, record.id)
 
 
 async def _start(platform: Platform, cluster: str, to: str) -> OperationRecord:
@@ -97,7 +97,8 @@ async def _start(platform: Platform, cluster: str, to: str) -> OperationRecord:
         await platform.inventory.stop()
 
 
-def _drive(platform: Platform, operation_id: str) -> None:
+def drive(platform: Platform, operation_id: str) -> None:
+    """Run an operation here with progress bars; exit 1 if it fails."""
     with progress_bars() as sink:
         record = run(platform.operations.run(operation_id, progress=sink))
     _summary(record)
@@ -199,7 +200,7 @@ def resume(
         record = platform.operations.store.resume(_resolve(platform, operation_id).id)
         console.print(f"operation {record.id}: resuming")
         if not detach:
-            _drive(platform, record.id)
+            drive(platform, record.id)
 
 
 def _as_dict(record: OperationRecord) -> dict[str, object]:

@@ -12,15 +12,14 @@ whose journal is the plan's steps.
 it acts, so a step interrupted by a crash and run again never restarts a
 process that already runs the target:
 
-- ``kube-apiserver-N``: unless it already runs the target's binary and
-  answers ``/readyz``, take it out of HAProxy's rotation (``state maint``,
-  wait until HAProxy reports it out and its sessions end, up to
-  ``drain_seconds``: long-lived watches never end on their own), pin the process to the target
-  version (``LocalRuntime.versions``, so a crash restart keeps the version),
-  restart it, wait for ``/readyz``, put it back and wait until HAProxy serves
-  it again. Clients of the load balancer only ever reach ready servers.
+- ``kube-apiserver-N``: unless it already runs the target's binary, pin it
+  to the target version (``LocalRuntime.versions``, so a crash restart keeps
+  the version) and restart it in rotation (``fleet.rolling``: out of HAProxy's
+  rotation and drained first, back in once ``/readyz`` answers). Clients of
+  the load balancer only ever reach ready servers.
 - ``etcd-N``, ``kube-controller-manager-N``, ``kube-scheduler-N``: the same
-  without the load balancer.
+  without the load balancer. A copy of the process that a crashed Pilothouse
+  started but never recorded is found by its arguments and adopted.
 - ``finalize``: record the target as the cluster's version and drop the pins.
 
 An abort between steps puts every API server back into rotation; the
@@ -39,11 +38,11 @@ import structlog
 
 from pilothouse import errors
 from pilothouse.binaries import catalog
-from pilothouse.fleet import health, operations, upgrade_plan
+from pilothouse.fleet import health, operations, rolling, upgrade_plan
 from pilothouse.fleet.inventory import FleetInventory
 from pilothouse.fleet.registry import ClusterRegistry, local_spec
 from pilothouse.kube import deprecations
-from pilothouse.providers.local import haproxy, haproxy_admin, topology
+from pilothouse.providers.local import topology
 from pilothouse.providers.local.provider import LocalRuntime, Persist
 from pilothouse.store.clusters import ClusterRecord
 from pilothouse.store.operations import OperationRecord, OperationStore
@@ -169,28 +168,12 @@ def _ratio(part: int, whole: int) -> float | None:
 class ControlPlaneUpgrade:
     """The driver of ``upgrade`` operations; see the module docstring."""
 
-    def __init__(
-        self, registry: ClusterRegistry, *, haproxy_timeout: float = 30.0, drain_seconds: float = 5.0
-    ) -> None:
+    def __init__(self, registry: ClusterRegistry, *, settings: rolling.RollingSettings | None = None) -> None:
         self.registry = registry
-        self.haproxy_timeout = haproxy_timeout
-        #: How long a server out of rotation may finish its sessions before it is stopped.
-        self.drain_seconds = drain_seconds
+        self.settings = settings or rolling.RollingSettings()
 
     def _load(self, name: str) -> tuple[ClusterRecord, topology.LocalClusterSpec, LocalRuntime]:
-        record = self.registry.get(name)
-        if record.provider != ProviderKind.LOCAL or not record.runtime:
-            raise errors.Conflict(
-                f"cluster {name!r} is not a local cluster with processes to upgrade",
-                hint="abort this operation: `pilothouse operations abort`",
-            )
-        return record, local_spec(record), LocalRuntime.from_dict(record.runtime)
-
-    def _persist(self, name: str) -> Persist:
-        def save(runtime: LocalRuntime) -> None:
-            self.registry.store.update(name, runtime=runtime.to_dict())
-
-        return save
+        return load_local(self.registry, name)
 
     async def run_step(
         self, record: OperationRecord, step: operations.Step, report: operations.Report
@@ -203,9 +186,7 @@ class ControlPlaneUpgrade:
         component, _, member = step.name.rpartition("-")
         if component not in _COMPONENTS or not member.isdigit():
             raise errors.InvalidInput(f"unknown upgrade step {step.name!r}", hint="abort this operation")
-        return await self._upgrade_process(
-            record.cluster, step.name, _COMPONENTS[component], int(member), target, report
-        )
+        return await self._upgrade_process(record.cluster, step.name, _COMPONENTS[component], target, report)
 
     async def _preflight(self, name: str, target: str) -> operations.StepOutcome:
         await asyncio.to_thread(self.registry.binaries.require, target)
@@ -220,44 +201,32 @@ class ControlPlaneUpgrade:
         return operations.StepOutcome.CHECKED
 
     async def _upgrade_process(
-        self,
-        name: str,
-        process: str,
-        component: Component,
-        member: int,
-        target: str,
-        report: operations.Report,
+        self, name: str, process: str, component: Component, target: str, report: operations.Report
     ) -> operations.StepOutcome:
         _record, spec, runtime = await asyncio.to_thread(self._load, name)
         expected = (await asyncio.to_thread(self.registry.binaries.require, target, (component,)))[component]
-        balanced = component is Component.KUBE_APISERVER and runtime.ports.load_balancer is not None
-        socket = runtime.layout.haproxy_socket
-        server = haproxy.server_name(member)
-        persist = self._persist(name)
+        persist = persist_runtime(self.registry, name)
         running = await asyncio.to_thread(
             functools.partial(self.registry.local.running_binary, spec, runtime, process, persist=persist)
         )
         if running == expected and runtime.versions.get(process, spec.kubernetes_version) == target:
-            if balanced:  # an interrupted step may have left it out of rotation
-                await haproxy_admin.set_state(socket, server, haproxy_admin.ServerState.READY)
-                await haproxy_admin.wait_for(socket, server, serving=True, timeout=self.haproxy_timeout)
+            await rolling.ensure_in_rotation(runtime, process, self.settings)
             report(f"{process} already runs {target}")
             return operations.StepOutcome.ALREADY_DONE
-        if balanced:
-            report(f"taking {process} out of the load balancer")
-            await haproxy_admin.set_state(socket, server, haproxy_admin.ServerState.MAINT)
-            await haproxy_admin.wait_for(socket, server, serving=False, timeout=self.haproxy_timeout)
-            left = await haproxy_admin.wait_drained(socket, server, timeout=self.drain_seconds)
-            if left:
-                log.info("upgrade.drain_incomplete", process=process, sessions=left)
-        runtime.versions[process] = target
-        await asyncio.to_thread(persist, runtime)
-        report(f"restarting {process} on {target}")
-        await self.registry.local.restart_process(spec, runtime, process, persist=persist)
-        if balanced:
-            report(f"putting {process} back into the load balancer")
-            await haproxy_admin.set_state(socket, server, haproxy_admin.ServerState.READY)
-            await haproxy_admin.wait_for(socket, server, serving=True, timeout=self.haproxy_timeout)
+
+        def pin(runtime: LocalRuntime) -> None:
+            runtime.versions[process] = target
+
+        await rolling.restart_in_rotation(
+            self.registry,
+            spec,
+            runtime,
+            process,
+            persist=persist,
+            report=report,
+            settings=self.settings,
+            prepare=pin,
+        )
         log.info("upgrade.process_upgraded", process=process, version=target)
         return operations.StepOutcome.ACTED
 
@@ -271,11 +240,29 @@ class ControlPlaneUpgrade:
 
     async def abort(self, record: OperationRecord) -> str:
         _cluster, spec, runtime = await asyncio.to_thread(self._load, record.cluster)
-        if runtime.ports.load_balancer is None:
-            return "nothing to restore"
-        for member in range(spec.control_planes):
-            await haproxy_admin.set_state(
-                runtime.layout.haproxy_socket, haproxy.server_name(member), haproxy_admin.ServerState.READY
-            )
+        await rolling.restore_rotation(runtime, spec.control_planes)
         pinned = sorted(p for p, v in runtime.versions.items() if v == record.spec.get("to"))
-        return f"every API server is back in rotation; already on {record.spec.get('to')}: {', '.join(pinned) or 'none'}"
+        return (
+            f"every API server is back in rotation; already on {record.spec.get('to')}: "
+            f"{', '.join(pinned) or 'none'}"
+        )
+
+
+def load_local(
+    registry: ClusterRegistry, name: str
+) -> tuple[ClusterRecord, topology.LocalClusterSpec, LocalRuntime]:
+    """A local cluster's record, spec and runtime; ``Conflict`` for other clusters."""
+    record = registry.get(name)
+    if record.provider != ProviderKind.LOCAL or not record.runtime:
+        raise errors.Conflict(
+            f"cluster {name!r} is not a local cluster with processes Pilothouse runs",
+            hint="abort this operation: `pilothouse operations abort`",
+        )
+    return record, local_spec(record), LocalRuntime.from_dict(record.runtime)
+
+
+def persist_runtime(registry: ClusterRegistry, name: str) -> Persist:
+    def save(runtime: LocalRuntime) -> None:
+        registry.store.update(name, runtime=runtime.to_dict())
+
+    return save

@@ -75,6 +75,11 @@ class ServerStat:
         """Receives new connections: up and neither in maintenance nor draining."""
         return self.status.startswith("UP")
 
+    @property
+    def healthy(self) -> bool:
+        """Serving, and its last health checks passed (``UP 1/2`` is up but failing a check)."""
+        return self.status == "UP"
+
 
 def parse_stat(csv_text: str, *, backend: str = BACKEND) -> dict[str, ServerStat]:
     """The servers of ``backend`` from the CSV of the runtime API's ``show stat``."""

@@ -20,7 +20,7 @@ from pilothouse.providers.local import haproxy
 class ServerState(StrEnum):
     READY = "ready"
     MAINT = "maint"  # no new connections; health checks stop
-    DRAIN = "drain"  # only persistent connections
+    DRAIN = "drain"  # no new connections; health checks go on
 
 
 async def _command(socket: Path, command: str, *, timeout: float = 5.0) -> str:
@@ -60,12 +60,13 @@ async def set_state(socket: Path, server: str, state: ServerState) -> None:
 async def wait_for(
     socket: Path, server: str, *, serving: bool, timeout: float = 30.0, poll: float = 0.2
 ) -> haproxy.ServerStat:
-    """Wait until HAProxy reports ``server`` serving (UP) or not; ``ProcessFailed`` after ``timeout``."""
+    """Wait until HAProxy reports ``server`` healthy (UP, its checks passing) or not serving at
+    all; ``ProcessFailed`` after ``timeout``."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
         stat = (await servers(socket)).get(server)
-        if stat is not None and stat.serving == serving:
+        if stat is not None and (stat.healthy if serving else not stat.serving):
             return stat
         if loop.time() >= deadline:
             raise errors.ProcessFailed(

@@ -10,7 +10,9 @@ component that talks to the API server.
 
 ``cryptography`` does the heavy lifting; no ``openssl`` binary is involved.
 Planning is pure (``now`` is passed in, nothing touches the disk); only
-``write_pki`` and ``certificate_expiries`` do I/O.
+``write_pki``, ``load_authorities`` and ``certificate_expiries`` do I/O.
+``plan_leaf_certificates`` re-issues every leaf from the existing CAs, for
+certificate rotation.
 
 Hard-won facts kept here:
 
@@ -48,6 +50,7 @@ from pilothouse import errors
 
 __all__ = [
     "CertificateAuthority",
+    "CertificateInfo",
     "ClusterPKIRequest",
     "IssuedCertificate",
     "PrivateKey",
@@ -55,7 +58,10 @@ __all__ = [
     "create_ca",
     "issue_certificate",
     "kubeconfig_for",
+    "load_authorities",
     "plan_cluster_pki",
+    "plan_leaf_certificates",
+    "read_certificates",
     "write_pki",
 ]
 
@@ -372,6 +378,9 @@ def _put(files: dict[str, bytes], stem: str, material: CertificateAuthority | Is
     files[f"{stem}.key"] = material.key_pem()
 
 
+CA_FILES = {"ca": "cluster", "etcd/ca": "etcd", "front-proxy-ca": "front-proxy"}
+
+
 def plan_cluster_pki(request: ClusterPKIRequest, *, now: datetime) -> dict[str, bytes]:
     """Generate the cluster's whole PKI; return relative file path -> PEM bytes.
 
@@ -387,15 +396,55 @@ def plan_cluster_pki(request: ClusterPKIRequest, *, now: datetime) -> dict[str, 
     * ``sa.key`` / ``sa.pub`` — RSA service-account signing key pair
     """
     _require_aware(now)
-    files: dict[str, bytes] = {}
     name = request.cluster_name
+    authorities = {
+        "ca": create_ca(f"{name}-ca", now=now),
+        "etcd/ca": create_ca(f"{name}-etcd-ca", now=now),
+        "front-proxy-ca": create_ca(f"{name}-front-proxy-ca", now=now),
+    }
+    files: dict[str, bytes] = {}
+    for stem, ca in authorities.items():
+        _put(files, stem, ca)
+    files.update(plan_leaf_certificates(request, authorities, now=now))
+    sa_key = rsa.generate_private_key(public_exponent=65537, key_size=_SERVICE_ACCOUNT_KEY_BITS)
+    files["sa.key"] = _key_pem(sa_key)
+    files["sa.pub"] = sa_key.public_key().public_bytes(
+        encoding=serialization.Encoding.PEM,
+        format=serialization.PublicFormat.SubjectPublicKeyInfo,
+    )
+    return files
 
-    cluster_ca = create_ca(f"{name}-ca", now=now)
-    etcd_ca = create_ca(f"{name}-etcd-ca", now=now)
-    front_proxy_ca = create_ca(f"{name}-front-proxy-ca", now=now)
-    _put(files, "ca", cluster_ca)
-    _put(files, "etcd/ca", etcd_ca)
 
+def load_authorities(directory: Path) -> dict[str, CertificateAuthority]:
+    """The cluster's three CAs from its PKI directory, keyed like ``CA_FILES``."""
+    try:
+        return {
+            stem: CertificateAuthority.load(
+                (directory / f"{stem}.crt").read_bytes(), (directory / f"{stem}.key").read_bytes()
+            )
+            for stem in CA_FILES
+        }
+    except FileNotFoundError as exc:
+        raise errors.NotFound(
+            f"the certificate authority {exc.filename} is missing",
+            hint="the cluster's PKI is incomplete; restore it from a backup of the cluster directory",
+        ) from None
+
+
+def plan_leaf_certificates(
+    request: ClusterPKIRequest, authorities: Mapping[str, CertificateAuthority], *, now: datetime
+) -> dict[str, bytes]:
+    """Every leaf certificate of the cluster, issued afresh from ``authorities`` (``CA_FILES``
+    keys); the CAs and the service-account key are not part of it. Rotation writes this
+    over the old leaves: clients keep trusting the same CAs, so old and new leaves work side
+    by side while processes restart one at a time."""
+    _require_aware(now)
+    files: dict[str, bytes] = {}
+    cluster_ca, etcd_ca, front_proxy_ca = (
+        authorities["ca"],
+        authorities["etcd/ca"],
+        authorities["front-proxy-ca"],
+    )
     for i in range(request.etcd_members):
         member = issue_certificate(
             etcd_ca,
@@ -440,19 +489,10 @@ def plan_cluster_pki(request: ClusterPKIRequest, *, now: datetime) -> dict[str, 
             cluster_ca, common_name=common_name, organizations=organizations, client=True, now=now
         )
         _put(files, stem, issued)
-
-    _put(files, "front-proxy-ca", front_proxy_ca)
     _put(
         files,
         "front-proxy-client",
         issue_certificate(front_proxy_ca, common_name="front-proxy-client", client=True, now=now),
-    )
-
-    sa_key = rsa.generate_private_key(public_exponent=65537, key_size=_SERVICE_ACCOUNT_KEY_BITS)
-    files["sa.key"] = _key_pem(sa_key)
-    files["sa.pub"] = sa_key.public_key().public_bytes(
-        encoding=serialization.Encoding.PEM,
-        format=serialization.PublicFormat.SubjectPublicKeyInfo,
     )
     return files
 
@@ -501,14 +541,23 @@ def write_pki(files: Mapping[str, bytes], directory: Path) -> None:
         _write_atomically(target, content, mode)
 
 
-def certificate_expiries(directory: Path) -> dict[str, datetime]:
-    """Map each ``*.crt`` under ``directory`` (relative POSIX path) to its notAfter in UTC."""
+@dataclass(frozen=True)
+class CertificateInfo:
+    """What a certificate file says about its validity."""
+
+    not_before: datetime
+    not_after: datetime
+    is_ca: bool
+
+
+def read_certificates(directory: Path) -> dict[str, CertificateInfo]:
+    """Map each ``*.crt`` under ``directory`` (relative POSIX path) to its validity, in UTC."""
     if not directory.is_dir():
         raise errors.NotFound(
             f"PKI directory {directory} does not exist",
             hint="the cluster's certificates were never written or were removed",
         )
-    expiries: dict[str, datetime] = {}
+    found: dict[str, CertificateInfo] = {}
     for path in sorted(directory.rglob("*.crt")):
         relative = path.relative_to(directory).as_posix()
         try:
@@ -518,8 +567,17 @@ def certificate_expiries(directory: Path) -> dict[str, datetime]:
                 f"{path} is not a PEM certificate",
                 hint="restore it or regenerate the cluster's PKI",
             ) from exc
-        expiries[relative] = cert.not_valid_after_utc
-    return expiries
+        try:
+            is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        except x509.ExtensionNotFound:
+            is_ca = False
+        found[relative] = CertificateInfo(cert.not_valid_before_utc, cert.not_valid_after_utc, is_ca)
+    return found
+
+
+def certificate_expiries(directory: Path) -> dict[str, datetime]:
+    """Map each ``*.crt`` under ``directory`` (relative POSIX path) to its notAfter in UTC."""
+    return {path: info.not_after for path, info in read_certificates(directory).items()}
 
 
 def kubeconfig_for(

@@ -221,15 +221,7 @@ class LocalProvider:
         cps = spec.control_planes
         complete = layout.pki / ".complete"  # written last: a crash mid-way regenerates the whole PKI
         if not complete.exists():
-            hosts = tuple(topology.member_host(i, cps) for i in range(cps))
-            request = pki.ClusterPKIRequest(
-                cluster_name=spec.name,
-                etcd_members=spec.control_planes,
-                apiserver_count=cps,
-                service_cluster_ip=topology.SERVICE_CLUSTER_IP,
-                extra_sans=hosts,
-            )
-            pki.write_pki(pki.plan_cluster_pki(request, now=datetime.now(UTC)), layout.pki)
+            pki.write_pki(pki.plan_cluster_pki(_pki_request(spec), now=datetime.now(UTC)), layout.pki)
             config_files.write_file(complete, "", mode=0o600)
         ca_pem = (layout.pki / "ca.crt").read_bytes()
 
@@ -262,6 +254,18 @@ class LocalProvider:
                 admin_socket=layout.haproxy_socket,
             )
             config_files.write_file(layout.haproxy_config, text, mode=0o644)
+
+    def rotate_leaf_certificates(
+        self, spec: topology.LocalClusterSpec, runtime: LocalRuntime, *, now: datetime
+    ) -> None:
+        """Re-issue every leaf certificate from the cluster's CAs and rewrite the kubeconfigs
+        that embed them. Running processes keep their old (still valid) certificates until
+        they are restarted; both chain to the same CAs."""
+        authorities = pki.load_authorities(runtime.layout.pki)
+        pki.write_pki(
+            pki.plan_leaf_certificates(_pki_request(spec), authorities, now=now), runtime.layout.pki
+        )
+        self._write_files(spec, runtime)
 
     def admin_credentials(self, spec: topology.LocalClusterSpec, runtime: LocalRuntime) -> ClusterCredentials:
         pki_dir = runtime.layout.pki
@@ -400,6 +404,17 @@ class LocalProvider:
         root = Path(runtime.root)
         if root.exists() and root.parent == self.clusters_dir:
             shutil.rmtree(root)
+
+
+def _pki_request(spec: topology.LocalClusterSpec) -> pki.ClusterPKIRequest:
+    cps = spec.control_planes
+    return pki.ClusterPKIRequest(
+        cluster_name=spec.name,
+        etcd_members=spec.control_planes,
+        apiserver_count=cps,
+        service_cluster_ip=topology.SERVICE_CLUSTER_IP,
+        extra_sans=tuple(topology.member_host(i, cps) for i in range(cps)),
+    )
 
 
 def _plan_or_recorded(
