@@ -10,7 +10,18 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI
 
 from pilothouse import __version__
-from pilothouse.api import alerts, capacity, clusters, errors, events, health, inventory, metrics, stream
+from pilothouse.api import (
+    alerts,
+    capacity,
+    clusters,
+    errors,
+    events,
+    health,
+    inventory,
+    metrics,
+    operations,
+    stream,
+)
 from pilothouse.api.auth import Principal, authenticate
 from pilothouse.platform import Platform
 from pilothouse.reconcile.loop import run_background
@@ -58,6 +69,7 @@ def create_app(
     app.include_router(capacity.router)
     app.include_router(events.router)
     app.include_router(alerts.router)
+    app.include_router(operations.router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
