@@ -27,6 +27,7 @@ from pilothouse.store.alerts import AlertStore
 from pilothouse.store.db import Database
 from pilothouse.store.events import EventStore
 from pilothouse.store.health import HealthStore
+from pilothouse.store.leadership import Leadership
 from pilothouse.store.operations import OperationStore
 from pilothouse.store.secrets import SecretBox
 from pilothouse.store.tokens import TokenStore
@@ -47,6 +48,7 @@ class Platform:
     alerts: Alerts
     events: EventLog
     operations: OperationRunner
+    leadership: Leadership
     upgrades: upgrades.Upgrades
     certificates: certificates.Certificates
 
@@ -88,6 +90,7 @@ class Platform:
                 max_per_cluster=settings.event_max_per_cluster,
             ),
             operations=runner,
+            leadership=Leadership(db),
             upgrades=upgrades.Upgrades(clusters, inventory, operation_store),
             certificates=certificates.Certificates(clusters, operation_store),
         )
@@ -103,6 +106,7 @@ class Platform:
         return datetime.now(UTC)
 
     def close(self) -> None:
+        self.leadership.release()
         self.db.dispose()
 
 

@@ -8,6 +8,7 @@ availability survives restarts and is shared by every Pilothouse replica.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 from pilothouse.fleet import health, sla
@@ -23,10 +24,12 @@ class HealthMonitor:
         self.timeout = timeout
         self.latest: dict[str, health.ClusterHealth] = {}
 
-    async def probe_once(self) -> list[health.ClusterHealth]:
-        """Probe every cluster that should run, record the samples, remember the results."""
+    async def probe_once(self, *, record: bool = True) -> list[health.ClusterHealth]:
+        """Probe every cluster that should run and remember the results; record the samples
+        unless ``record`` is false (a replica that does not lead: one sample per probe)."""
         results = await health.probe_fleet(self.registry, timeout=self.timeout)
-        health.record_results(self.store, results)
+        if record:
+            await asyncio.to_thread(health.record_results, self.store, results)
         self.latest = {r.cluster: r for r in results}
         return results
 

@@ -42,6 +42,8 @@ class Job:
     name: str
     interval: float
     run: Callable[[], Awaitable[Any]]
+    #: Runs in the leading replica only (``store.leadership``); the others skip their passes.
+    singleton: bool = False
 
 
 def jobs_of(platform: Platform) -> list[Job]:
@@ -51,6 +53,10 @@ def jobs_of(platform: Platform) -> list[Job]:
         acted = await platform.clusters.reconcile_local()
         if acted:
             log.info("reconcile.pass", acted=acted)
+
+    async def probe_health() -> None:
+        """Every replica probes (its API answers from ``latest``); the leader records samples."""
+        await platform.health.probe_once(record=await leads(platform))
 
     async def compact() -> None:
         await asyncio.to_thread(platform.health.compact)
@@ -85,24 +91,26 @@ def jobs_of(platform: Platform) -> list[Job]:
 
     return [
         Job("reconcile", settings.reconcile_interval_seconds, reconcile),
-        Job("health", settings.health_interval_seconds, platform.health.probe_once),
-        Job("compact-health", COMPACT_INTERVAL_SECONDS, compact),
+        Job("health", settings.health_interval_seconds, probe_health),
+        Job("compact-health", COMPACT_INTERVAL_SECONDS, compact, singleton=True),
         Job("inventory", settings.reconcile_interval_seconds, watch_inventory),
         Job("rotate-logs", LOG_ROTATION_INTERVAL_SECONDS, rotate_logs),
         Job("changes", CHANGES_INTERVAL_SECONDS, publish_changes),
-        Job("alerts", settings.alerts_interval_seconds, platform.alerts.evaluate_once),
-        Job("prune-alerts", COMPACT_INTERVAL_SECONDS, prune_alerts),
+        Job("alerts", settings.alerts_interval_seconds, platform.alerts.evaluate_once, singleton=True),
+        Job("prune-alerts", COMPACT_INTERVAL_SECONDS, prune_alerts, singleton=True),
         Job("persist-events", settings.events_flush_interval_seconds, platform.events.flush),
-        Job("prune-events", EVENT_PRUNE_INTERVAL_SECONDS, platform.events.prune),
+        Job("prune-events", EVENT_PRUNE_INTERVAL_SECONDS, platform.events.prune, singleton=True),
         Job("operations", OPERATIONS_INTERVAL_SECONDS, platform.operations.run_unfinished),
     ]
 
 
-async def run_periodically(job: Job) -> None:
+async def run_periodically(job: Job, leads: Callable[[], Awaitable[bool]] | None = None) -> None:
+    """Run ``job`` every ``interval`` seconds; a singleton job only while ``leads()`` says so."""
     failures = 0
     while True:
         try:
-            await job.run()
+            if not job.singleton or leads is None or await leads():
+                await job.run()
             failures = 0
             await asyncio.sleep(job.interval)
         except asyncio.CancelledError:
@@ -116,9 +124,21 @@ async def run_periodically(job: Job) -> None:
             await asyncio.sleep(delay)
 
 
+async def leads(platform: Platform) -> bool:
+    """Whether this replica leads the ones sharing its store (``store.leadership``)."""
+    return await asyncio.to_thread(platform.leadership.held)
+
+
 async def run_background(platform: Platform) -> None:
-    """Run every job until cancelled."""
-    tasks = [asyncio.create_task(run_periodically(job), name=f"job:{job.name}") for job in jobs_of(platform)]
+    """Run every job until cancelled; singleton jobs only while this replica leads."""
+
+    async def leading() -> bool:
+        return await leads(platform)
+
+    tasks = [
+        asyncio.create_task(run_periodically(job, leading), name=f"job:{job.name}")
+        for job in jobs_of(platform)
+    ]
     try:
         await asyncio.gather(*tasks)
     finally:
