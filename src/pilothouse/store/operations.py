@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from pilothouse import errors
 from pilothouse.store.db import Database
@@ -45,6 +46,15 @@ class OperationRecord:
     finished_at: datetime | None
 
 
+def _row(session: Session, operation_id: str) -> OperationRow:
+    row = session.get(OperationRow, operation_id)
+    if row is None:
+        raise errors.NotFound(
+            f"no operation {operation_id!r}", hint="list them with `pilothouse operations list`"
+        )
+    return row
+
+
 def _record(row: OperationRow) -> OperationRecord:
     return OperationRecord(
         id=row.id,
@@ -62,6 +72,14 @@ def _record(row: OperationRow) -> OperationRecord:
         started_at=row.started_at,
         finished_at=row.finished_at,
     )
+
+
+def _require_unfinished(row: OperationRow, action: str) -> None:
+    if OperationPhase(row.phase).finished:
+        raise errors.Conflict(
+            f"operation {row.id} is already {row.phase}; there is nothing to {action}",
+            hint="start a new operation instead",
+        )
 
 
 class OperationStore:
@@ -106,11 +124,7 @@ class OperationStore:
 
     def get(self, operation_id: str) -> OperationRecord:
         with self.db.session() as session:
-            row = session.get(OperationRow, operation_id)
-            if row is None:
-                raise errors.NotFound(
-                    f"no operation {operation_id!r}", hint="list them with `pilothouse operations list`"
-                )
+            row = _row(session, operation_id)
             return _record(row)
 
     def list(
@@ -140,9 +154,7 @@ class OperationStore:
         phase answers (a pause once PAUSED, any request once finished)."""
         moment = now or datetime.now(UTC)
         with self.db.session() as session:
-            row = session.get(OperationRow, operation_id)
-            if row is None:
-                raise errors.NotFound(f"operation {operation_id!r} was deleted while it ran")
+            row = _row(session, operation_id)
             row.phase = phase.value
             row.steps = [dict(s) for s in steps]
             row.message = message
@@ -160,17 +172,8 @@ class OperationStore:
     def request(self, operation_id: str, action: OperationRequest | None) -> OperationRecord:
         """Ask the running process to pause or abort (``None`` withdraws a request)."""
         with self.db.session() as session:
-            row = session.get(OperationRow, operation_id)
-            if row is None:
-                raise errors.NotFound(
-                    f"no operation {operation_id!r}", hint="list them with `pilothouse operations list`"
-                )
-            if OperationPhase(row.phase).finished:
-                raise errors.Conflict(
-                    f"operation {operation_id} is already {row.phase}; there is nothing to "
-                    f"{action.value if action else 'change'}",
-                    hint="start a new operation instead",
-                )
+            row = _row(session, operation_id)
+            _require_unfinished(row, action.value if action else "change")
             row.requested = action.value if action is not None else None
             if action is OperationRequest.ABORT and row.phase == OperationPhase.PAUSED.value:
                 row.phase = OperationPhase.PENDING.value  # a runner picks it up and aborts it cleanly
@@ -180,16 +183,8 @@ class OperationStore:
     def resume(self, operation_id: str) -> OperationRecord:
         """A PAUSED (or pause-requested) operation is PENDING again; a runner picks it up."""
         with self.db.session() as session:
-            row = session.get(OperationRow, operation_id)
-            if row is None:
-                raise errors.NotFound(
-                    f"no operation {operation_id!r}", hint="list them with `pilothouse operations list`"
-                )
-            if OperationPhase(row.phase).finished:
-                raise errors.Conflict(
-                    f"operation {operation_id} is already {row.phase}; it cannot be resumed",
-                    hint="start a new operation instead",
-                )
+            row = _row(session, operation_id)
+            _require_unfinished(row, "resume")
             row.requested = None
             if row.phase == OperationPhase.PAUSED.value:
                 row.phase = OperationPhase.PENDING.value
