@@ -56,3 +56,9 @@ if $dev; then  # every supported version, so tests can upgrade 1.35 → 1.36; ca
     .venv/bin/pilothouse binaries install --version "$other" --from-source
   done
 fi
+
+# --- Helm, for the tests that install real charts (dev only; built once) ---
+if $dev; then
+  PILOTHOUSE_CACHE_DIR=$(.venv/bin/python -c 'from pilothouse.settings import load_settings; print(load_settings().cache_dir)') \
+    scripts/build-helm.sh >/dev/null
+fi

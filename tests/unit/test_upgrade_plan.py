@@ -103,14 +103,14 @@ def test_kubelet_skew() -> None:
 
 def test_removed_apis_block_and_deprecated_ones_warn() -> None:
     uses = [
-        up.ApiUse("flowcontrol.apiserver.k8s.io", "v1beta3", "FlowSchema", "client requests", "1.29", "1.32"),
+        up.ApiUse("example.io", "v1beta1", "Widget", "client requests", "1.33", "1.36"),
         up.ApiUse("networking.k8s.io", "v1beta1", "ServiceCIDR", "client requests", "1.33", "1.37"),
         up.ApiUse("networking.k8s.io", "v1beta1", "ServiceCIDR", "client requests", "1.33", "1.37"),
     ]
     plan = up.plan_upgrade(replace(FACTS, api_uses=uses))
     assert codes(plan, up.Severity.BLOCKER) == ["api-removed"]
     assert codes(plan, up.Severity.WARNING) == ["api-deprecated"]  # duplicates are one finding
-    assert "removed in 1.32" in plan.blockers[0].message
+    assert "removed in 1.36" in plan.blockers[0].message
 
 
 def test_workload_risks_and_capacity_warn() -> None:
@@ -152,3 +152,19 @@ def test_certificates_near_or_past_expiry() -> None:
         ("certificate-expired", "etcd/peer-0.crt"),
         ("certificate-expiring", "apiserver.crt"),
     ]
+
+
+def test_apis_removed_before_the_current_release_warn_instead_of_blocking() -> None:
+    uses = [
+        up.ApiUse("extensions", "v1beta1", "Deployment", "last-applied-configuration of a/b", "1.8", "1.16")
+    ]
+    plan = up.plan_upgrade(replace(FACTS, api_uses=uses))
+    assert plan.allowed
+    assert codes(plan, up.Severity.WARNING) == ["api-removed-earlier"]
+    assert "re-applying that manifest fails already" in plan.warnings[0].hint
+
+
+def test_an_incomplete_api_scan_is_said() -> None:
+    plan = up.plan_upgrade(replace(FACTS, api_scan_gaps=("the scan stopped after 30s",)))
+    assert codes(plan, up.Severity.WARNING) == ["api-scan-incomplete"]
+    assert "the scan stopped after 30s" in plan.warnings[0].message

@@ -17,7 +17,8 @@ Blockers (the upgrade is refused):
   ``not-local``           an imported cluster: Pilothouse does not run its control plane
   ``cluster-unhealthy``   an endpoint fails its probe, or the cluster was never probed
   ``kubelet-too-old``     nodes whose kubelet would be more than 3 minors behind the target
-  ``api-removed``         an API removed by the target release is still in use
+  ``api-removed``         an API removed by the target release (and still served by the
+                          current one) is still in use
   ``certificate-expired`` a control-plane certificate has already expired
 
 Warnings (the upgrade may go on; read them):
@@ -30,6 +31,9 @@ Warnings (the upgrade may go on; read them):
   ``capacity-headroom``    requests above ``headroom_threshold`` of allocatable: little room
                            for the pods of a surge node
   ``api-deprecated``       a deprecated API is in use (removed in a later release)
+  ``api-removed-earlier``  a stored manifest names an API the current release no longer
+                           serves: re-applying it fails already, the upgrade changes nothing
+  ``api-scan-incomplete``  some objects or Helm releases could not be checked for old APIs
   ``certificate-expiring`` a certificate expires within ``certificate_warning_days``
 
 Steps, in order: ``preflight``; one per etcd member when the target pins another
@@ -161,6 +165,7 @@ class UpgradeFacts:
     pdbs: Sequence[PdbFacts] = ()
     workloads: Sequence[WorkloadFacts] = ()
     api_uses: Sequence[ApiUse] = ()
+    api_scan_gaps: tuple[str, ...] = ()  # what could not be checked for old APIs, for people
     certificates: Mapping[str, datetime] | None = None
     cpu_request_ratio: float | None = None
     memory_request_ratio: float | None = None
@@ -365,8 +370,17 @@ def _workloads(facts: UpgradeFacts) -> list[Finding]:
     return found
 
 
-def _apis(facts: UpgradeFacts, target: Version) -> list[Finding]:
+def _apis(facts: UpgradeFacts, current: Version, target: Version) -> list[Finding]:
     found: list[Finding] = []
+    if facts.api_scan_gaps:
+        found.append(
+            Finding(
+                "api-scan-incomplete",
+                Severity.WARNING,
+                "not everything could be checked for old API versions: " + "; ".join(facts.api_scan_gaps[:5]),
+                "run the plan again; if it persists, check those resources by hand",
+            )
+        )
     seen: set[tuple[str, str, str]] = set()
     for use in sorted(facts.api_uses, key=lambda u: (u.api_version, u.kind, u.source)):
         key = (use.api_version, use.kind, use.source)
@@ -375,7 +389,18 @@ def _apis(facts: UpgradeFacts, target: Version) -> list[Finding]:
         seen.add(key)
         removed = _minor(use.removed_in) if use.removed_in else None
         instead = f"use {use.replacement}" if use.replacement else "migrate to a served version"
-        if removed is not None and removed <= (target.major, target.minor):
+        if removed is not None and removed <= (current.major, current.minor):
+            found.append(
+                Finding(
+                    "api-removed-earlier",
+                    Severity.WARNING,
+                    f"{use.api_version} {use.kind} was removed in {use.removed_in}, before this cluster's "
+                    f"{current.major}.{current.minor}; {use.source} still names it",
+                    f"{instead}: re-applying that manifest fails already",
+                    subject=f"{use.api_version}/{use.kind}",
+                )
+            )
+        elif removed is not None and removed <= (target.major, target.minor):
             found.append(
                 Finding(
                     "api-removed",
@@ -458,7 +483,7 @@ def plan_upgrade(facts: UpgradeFacts) -> UpgradePlan:
         *_versions(facts, current, target),
         *_cluster(facts),
         *_nodes(facts, current, target),
-        *_apis(facts, target),
+        *_apis(facts, current, target),
         *_certificates(facts),
         *_workloads(facts),
     ]

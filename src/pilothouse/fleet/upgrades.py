@@ -3,8 +3,10 @@
 ``Upgrades.facts`` gathers what the pure planner (``fleet.upgrade_plan``)
 reads: the cluster record, the binary catalog and cache, a fresh health probe
 of every endpoint, the live inventory (kubelet versions, PodDisruptionBudgets,
-workloads, requests), the deprecated APIs the API server saw requested and
-the certificates' expiry dates. ``Upgrades.start`` refuses a plan with
+workloads, requests), the deprecated APIs the API server saw requested, the
+deprecated or removed API versions in last-applied configurations and Helm
+releases (``kube.api_usage``, judged by ``fleet.api_lifecycle``) and the
+certificates' expiry dates. ``Upgrades.start`` refuses a plan with
 blockers and otherwise records a durable operation (``fleet.operations``)
 whose journal is the plan's steps.
 
@@ -38,10 +40,11 @@ import structlog
 
 from pilothouse import errors
 from pilothouse.binaries import catalog
-from pilothouse.fleet import health, operations, rolling, upgrade_plan
+from pilothouse.fleet import api_lifecycle, health, operations, rolling, upgrade_plan
 from pilothouse.fleet.inventory import FleetInventory
 from pilothouse.fleet.registry import ClusterRegistry, local_spec
-from pilothouse.kube import deprecations
+from pilothouse.kube import api_usage, deprecations
+from pilothouse.kube.credentials import ClusterCredentials
 from pilothouse.providers.local import topology
 from pilothouse.providers.local.provider import LocalRuntime, Persist
 from pilothouse.store.clusters import ClusterRecord
@@ -52,6 +55,7 @@ log = structlog.get_logger(__name__)
 
 KIND = "upgrade"
 INVENTORY_SYNC_SECONDS = 30.0
+API_USAGE_SCAN_SECONDS = 30.0
 _COMPONENTS = {
     "etcd": Component.ETCD,
     "kube-apiserver": Component.KUBE_APISERVER,
@@ -106,6 +110,7 @@ class Upgrades:
         except errors.PilothouseError as exc:
             log.warning("upgrade.deprecated_apis_unreadable", cluster=name, error=exc.message)
             requested_apis = []
+        stored_apis, gaps = await _stored_api_uses(creds, name, facts.target)
         return replace(
             facts,
             kubelet_versions=dict(snap.kubelet_versions),
@@ -115,16 +120,20 @@ class Upgrades:
                 for w in snap.workloads
             ],
             api_uses=[
-                upgrade_plan.ApiUse(
-                    group=a.group,
-                    version=a.version,
-                    kind=a.resource,
-                    source="client requests (apiserver_requested_deprecated_apis)",
-                    deprecated_in=record.kubernetes_version.rsplit(".", 1)[0],
-                    removed_in=a.removed_release or None,
-                )
-                for a in requested_apis
+                *(
+                    api_lifecycle.requested_api_use(
+                        a.group,
+                        a.version,
+                        a.resource,
+                        a.removed_release,
+                        record.kubernetes_version,
+                        source="client requests (apiserver_requested_deprecated_apis)",
+                    )
+                    for a in requested_apis
+                ),
+                *stored_apis,
             ],
+            api_scan_gaps=gaps,
             cpu_request_ratio=_ratio(requested.cpu_millicores, allocatable.cpu_millicores),
             memory_request_ratio=_ratio(requested.memory_bytes, allocatable.memory_bytes),
         )
@@ -159,6 +168,43 @@ def _looks_like_version(text: str) -> bool:
     except errors.InvalidInput:
         return False
     return True
+
+
+async def _stored_api_uses(
+    creds: ClusterCredentials, name: str, target: str
+) -> tuple[list[upgrade_plan.ApiUse], tuple[str, ...]]:
+    """Deprecated and removed API versions in last-applied configurations and Helm releases,
+    and what could not be checked."""
+    try:
+        minor = api_lifecycle.Minor.parse(target)
+    except ValueError:
+        return [], ()  # the planner refuses a malformed target anyway
+    try:
+        scan = await api_usage.scan(
+            creds,
+            keep=functools.partial(api_lifecycle.needs_attention, target=minor),
+            timeout=API_USAGE_SCAN_SECONDS,
+        )
+    except errors.PilothouseError as exc:
+        log.warning("upgrade.api_usage_unreadable", cluster=name, error=exc.message)
+        return [], (f"the scan failed: {exc.message}",)
+    gaps: list[str] = []
+    if not scan.complete:
+        gaps.append(f"the scan stopped after {API_USAGE_SCAN_SECONDS:.0f}s")
+    if scan.skipped:
+        gaps.append(f"unreadable: {', '.join(scan.skipped[:5])}" + (" …" if len(scan.skipped) > 5 else ""))
+    if not scan.complete or scan.skipped:
+        log.warning(
+            "upgrade.api_usage_partial", cluster=name, complete=scan.complete, skipped=scan.skipped[:20]
+        )
+    uses = [api_lifecycle.api_use(u.group, u.version, u.kind, u.source, minor) for u in scan.uses]
+    uses += [
+        api_lifecycle.api_use(
+            *api_usage.split_api_version(api_version), kind, f"{count} more objects or Helm releases", minor
+        )
+        for (api_version, kind), count in scan.omitted.items()
+    ]
+    return [u for u in uses if u is not None], tuple(gaps)
 
 
 def _ratio(part: int, whole: int) -> float | None:
