@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pydantic import ValidationError
 
 from pilothouse import errors
-from pilothouse.fleet import alerting, certificates, notify, upgrades
+from pilothouse.fleet import alerting, certificates, notify, rollouts, upgrades
 from pilothouse.fleet.alerts import Alerts
 from pilothouse.fleet.changes import ChangeFeed
 from pilothouse.fleet.event_log import EventLog
@@ -50,6 +50,7 @@ class Platform:
     operations: OperationRunner
     leadership: Leadership
     upgrades: upgrades.Upgrades
+    rollouts: rollouts.Rollouts
     certificates: certificates.Certificates
 
     @classmethod
@@ -71,6 +72,7 @@ class Platform:
             {
                 upgrades.KIND: upgrades.ControlPlaneUpgrade(clusters),
                 certificates.KIND: certificates.CertificateRotation(clusters),
+                rollouts.KIND: rollouts.NodeRollout(clusters, operation_store),
             },
         )
         return cls(
@@ -92,6 +94,7 @@ class Platform:
             operations=runner,
             leadership=Leadership(db),
             upgrades=upgrades.Upgrades(clusters, inventory, operation_store),
+            rollouts=rollouts.Rollouts(clusters, operation_store, runner),
             certificates=certificates.Certificates(clusters, operation_store),
         )
 

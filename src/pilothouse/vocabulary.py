@@ -11,6 +11,13 @@ FIELD_MANAGER = "pilothouse"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 KWOK_NODE_ANNOTATION_VALUE = "fake"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+#: On a node a node rollout cordoned: the operation's id (abort uncordons only these).
+CORDONED_BY_ANNOTATION = "pilothouse.dev/cordoned-by"
+#: On a node a node rollout created: the operation's id.
+ROLLOUT_LABEL = "pilothouse.dev/rollout"
+#: A PreferNoSchedule taint a node rollout puts on the nodes it will replace (value: its id), so
+#: the pods it moves prefer new nodes and move once.
+OUTDATED_TAINT = "pilothouse.dev/outdated"
 
 
 class ProviderKind(StrEnum):

@@ -15,6 +15,7 @@ from pilothouse.cli import (
     fleet,
     logs,
     operations,
+    rollout,
     token,
     up,
 )
@@ -35,6 +36,7 @@ app.add_typer(events.app)
 app.add_typer(alerts.app)
 app.add_typer(operations.upgrade_app)
 app.add_typer(operations.app)
+app.add_typer(rollout.app)
 app.add_typer(certificates.app)
 app.command("up")(up.up)
 app.command("logs")(logs.logs)

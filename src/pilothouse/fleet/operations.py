@@ -18,7 +18,12 @@ after every step:
   operation PAUSED (``resume`` makes it PENDING again), *abort* lets the
   driver put the cluster back into a serving state and ends it ABORTED;
 - a step that raises a ``PilothouseError`` ends the operation FAILED with the
-  error in its message; the cluster is left as the last DONE step left it.
+  error in its message; the cluster is left as the last DONE step left it;
+- a step that raises ``StepBlocked`` (it cannot go on without breaking a
+  safety rule: a PodDisruptionBudget allows nothing, a health gate is red,
+  the operator asked to pause while it waited) is left PENDING and the
+  operation PAUSED with the reason; ``resume`` runs the step again, and an
+  abort requested meanwhile is carried out at once.
 
 ``run_unfinished`` is the level-triggered entry point the background loop
 calls: every PENDING or RUNNING operation whose cluster is not busy gets a
@@ -104,6 +109,12 @@ def planned(steps: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
 Report = Callable[[str], None]
 
 
+class StepBlocked(errors.Conflict):
+    """A step cannot go on safely now; the operation pauses (see the module docstring)."""
+
+    code = "step_blocked"
+
+
 class Driver(Protocol):
     """Performs the steps of one kind of operation."""
 
@@ -187,6 +198,19 @@ class OperationRunner:
 
             try:
                 outcome = await driver.run_step(record, step, report)
+            except StepBlocked as exc:
+                steps[index] = replace(step, state=StepState.PENDING, detail=exc.message)
+                current = await asyncio.to_thread(self.store.get, record.id)
+                if current.requested is OperationRequest.ABORT:
+                    done = await driver.abort(current)
+                    log.info("operation.aborted", at_step=step.name, cleanup=done)
+                    return await self._save(
+                        record, steps, OperationPhase.ABORTED, f"aborted during {step.title}; {done}"
+                    )
+                log.info("operation.blocked", step=step.name, reason=exc.message)
+                return await self._save(
+                    record, steps, OperationPhase.PAUSED, f"paused at {step.title}: {exc.message}"
+                )
             except errors.PilothouseError as exc:
                 steps[index] = replace(step, detail=exc.message)
                 log.warning("operation.failed", step=step.name, error=exc.message, code=exc.code)

@@ -64,9 +64,22 @@ def simulated_node(name: str, *, kubelet_version: str, instance_type: str = "kwo
 async def ensure_simulated_nodes(
     client: AsyncClient, count: int, *, kubelet_version: str, concurrency: int = 16
 ) -> list[str]:
-    """Create (or keep) nodes ``kwok-node-000`` … up to ``count``; return their names."""
-    names = [simulated_node_name(i) for i in range(count)]
-    existing = {node.metadata.name async for node in client.list(Node) if node.metadata is not None}
+    """Top the simulated nodes up to ``count``, naming new ones ``kwok-node-NNN`` with the lowest
+    free numbers; return the names created. Nodes a node rollout (``fleet.rollouts``) put in
+    place of ``kwok-node-000`` … keep their own names, so a restart never brings the old ones back."""
+    existing: set[str] = set()
+    simulated = 0
+    async for node in client.list(Node):
+        if node.metadata is None or node.metadata.name is None:
+            continue
+        existing.add(node.metadata.name)
+        simulated += (node.metadata.annotations or {}).get(KWOK_NODE_ANNOTATION) == KWOK_NODE_ANNOTATION_VALUE
+    names: list[str] = []
+    index = 0
+    while simulated + len(names) < count:
+        if simulated_node_name(index) not in existing:
+            names.append(simulated_node_name(index))
+        index += 1
     gate = asyncio.Semaphore(concurrency)
 
     async def create(name: str) -> None:
