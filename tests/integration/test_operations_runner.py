@@ -30,6 +30,7 @@ class RecordingDriver:
     store: OperationStore
     seen: list[str] = field(default_factory=list)
     fail_at: str | None = None
+    block_at: str | None = None
     request_at: tuple[str, OperationRequest] | None = None
     aborted: list[str] = field(default_factory=list)
 
@@ -41,6 +42,8 @@ class RecordingDriver:
         assert self.store.get(record.id).phase is OperationPhase.RUNNING
         if self.request_at is not None and self.request_at[0] == step.name:
             self.store.request(record.id, self.request_at[1])
+        if step.name == self.block_at:
+            raise operations.StepBlocked(f"{step.name} would break a budget", hint="wait")
         if step.name == self.fail_at:
             raise errors.ProcessFailed(f"{step.name} broke", hint="fix it")
         return operations.StepOutcome.ACTED
@@ -156,3 +159,21 @@ async def test_an_interrupted_step_runs_again_and_unknown_kinds_are_refused(
     other = store.create("mystery", "alpha", {}, steps=operations.planned(STEPS))
     with pytest.raises(errors.InvalidInput, match="kind 'mystery'"):
         await operations.OperationRunner(store, leases, {"test": driver}).run(other.id)
+
+
+async def test_a_blocked_step_pauses_and_runs_again_on_resume(setup: tuple[OperationStore, Leases]) -> None:
+    store, leases = setup
+    driver = RecordingDriver(store, block_at="two")
+    runner = operations.OperationRunner(store, leases, {"test": driver})
+    record = _start(store)
+
+    paused = await runner.run(record.id)
+    assert paused.phase is OperationPhase.PAUSED
+    assert paused.message == "paused at step two: two would break a budget"
+    assert operations.journal(paused)[1].state is operations.StepState.PENDING
+
+    store.resume(record.id)
+    driver.block_at = None
+    done = await runner.run(record.id)
+    assert done.phase is OperationPhase.SUCCEEDED
+    assert driver.seen == ["one", "two", "two", "three"]
