@@ -57,6 +57,26 @@ if $dev; then  # every supported version, so tests can upgrade 1.35 → 1.36; ca
   done
 fi
 
+# --- a real S3-compatible server for the S3 backup tests (dev only; built once) ---
+if $dev; then
+  weed_dir=$(.venv/bin/python -c 'from pilothouse.settings import load_settings; print(load_settings().cache_dir / "seaweedfs")')
+  if [[ ! -x "$weed_dir/weed" ]]; then
+    say "SeaweedFS (S3-compatible server for the backup tests; built once, ~10 min on 2 cores)"
+    work="$weed_dir/build"
+    mkdir -p "$work"
+    cp tools/seaweedfs/go.mod tools/seaweedfs/go.sum tools/seaweedfs/tools.go "$work/"
+    (cd "$work" && CGO_ENABLED=0 GOWORK=off GOFLAGS=-mod=readonly \
+      go build -trimpath -ldflags "-s -w" -o "$weed_dir/weed.part" github.com/seaweedfs/seaweedfs/weed)
+    mv "$weed_dir/weed.part" "$weed_dir/weed"
+  fi
+fi
+
+# --- Dex, a real OpenID Connect provider for the single sign-on tests (dev only; built once) ---
+if $dev; then
+  PILOTHOUSE_CACHE_DIR=$(.venv/bin/python -c 'from pilothouse.settings import load_settings; print(load_settings().cache_dir)') \
+    scripts/build-dex.sh >/dev/null
+fi
+
 # --- Helm, for the tests that install real charts (dev only; built once) ---
 if $dev; then
   PILOTHOUSE_CACHE_DIR=$(.venv/bin/python -c 'from pilothouse.settings import load_settings; print(load_settings().cache_dir)') \

@@ -13,7 +13,10 @@ secrets: callers pass names and paths, never kubeconfig contents or tokens.
     ├── AlreadyExists           (409)
     ├── Conflict                (409) operation not allowed in the current state
     ├── Unauthenticated         (401)
+    │   └── MfaRequired         the password was right; a TOTP or recovery code is needed too
     ├── Forbidden               (403)
+    ├── TooManyAttempts         (429) login throttled or locked out after failed attempts
+    ├── PayloadTooLarge         (413) a request body over the server's limit
     ├── ClusterUnreachable      (502) the cluster's API server did not answer properly
     ├── BinaryError             (422) a Kubernetes binary is missing, unbuildable or corrupt
     │   └── ChecksumMismatch
@@ -80,9 +83,23 @@ class Unauthenticated(PilothouseError):
     http_status = 401
 
 
+class MfaRequired(Unauthenticated):
+    code = "mfa_required"
+
+
 class Forbidden(PilothouseError):
     code = "forbidden"
     http_status = 403
+
+
+class TooManyAttempts(PilothouseError):
+    code = "too_many_attempts"
+    http_status = 429
+
+
+class PayloadTooLarge(PilothouseError):
+    code = "payload_too_large"
+    http_status = 413
 
 
 class ClusterUnreachable(PilothouseError):

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pydantic import ValidationError
 
 from pilothouse import errors
-from pilothouse.fleet import alerting, certificates, notify, rollouts, upgrades
+from pilothouse.fleet import alerting, backups, certificates, dr_drill, notify, rollouts, upgrades
 from pilothouse.fleet.alerts import Alerts
 from pilothouse.fleet.changes import ChangeFeed
 from pilothouse.fleet.event_log import EventLog
@@ -21,15 +21,23 @@ from pilothouse.fleet.inventory import FleetInventory
 from pilothouse.fleet.monitoring import HealthMonitor
 from pilothouse.fleet.operations import OperationRunner
 from pilothouse.fleet.registry import ClusterRegistry
+from pilothouse.identity import oidc
+from pilothouse.identity.accounts import Accounts
+from pilothouse.identity.cluster_access import ClusterAccess
 from pilothouse.identity.policy import Role
+from pilothouse.identity.rbac_sync import RbacSync
+from pilothouse.identity.throttle import ThrottlePolicy
 from pilothouse.settings import Settings
 from pilothouse.store.alerts import AlertStore
+from pilothouse.store.backups import BackupStore
 from pilothouse.store.db import Database
 from pilothouse.store.events import EventStore
 from pilothouse.store.health import HealthStore
+from pilothouse.store.identity import IdentityStore
 from pilothouse.store.leadership import Leadership
 from pilothouse.store.operations import OperationStore
 from pilothouse.store.secrets import SecretBox
+from pilothouse.store.sso import PendingLoginTable
 from pilothouse.store.tokens import TokenStore
 
 BOOTSTRAP_TOKEN_NAME = "bootstrap-admin"  # noqa: S105 - a token's name
@@ -42,6 +50,7 @@ class Platform:
     box: SecretBox
     clusters: ClusterRegistry
     tokens: TokenStore
+    identity: Accounts
     health: HealthMonitor
     inventory: FleetInventory
     changes: ChangeFeed
@@ -52,6 +61,14 @@ class Platform:
     upgrades: upgrades.Upgrades
     rollouts: rollouts.Rollouts
     certificates: certificates.Certificates
+    backups: backups.Backups
+    drills: dr_drill.DrDrills
+    #: The OpenID Connect relying party; None while single sign-on is not configured (``sso_issuer_url``).
+    sso: oidc.OidcClient | None
+    #: Pilothouse's roles as RBAC in each local cluster (``identity.rbac_sync``).
+    rbac_sync: RbacSync
+    #: Short-lived kubeconfigs and who-can (``identity.cluster_access``).
+    cluster_access: ClusterAccess
 
     @classmethod
     def open(cls, settings: Settings) -> Platform:
@@ -66,6 +83,10 @@ class Platform:
         inventory = FleetInventory(clusters.credentials)
         rules, channels = _alerting_config(settings)
         operation_store = OperationStore(db)
+        backup_service = backups.Backups.from_settings(
+            settings, clusters, BackupStore(db, box), operation_store
+        )
+        drills = dr_drill.DrDrills(clusters, backup_service, operation_store, settings.data_dir / "drills")
         runner = OperationRunner(
             operation_store,
             clusters.leases,
@@ -73,14 +94,20 @@ class Platform:
                 upgrades.KIND: upgrades.ControlPlaneUpgrade(clusters),
                 certificates.KIND: certificates.CertificateRotation(clusters),
                 rollouts.KIND: rollouts.NodeRollout(clusters, operation_store),
+                backups.RESTORE_KIND: backups.RestoreDriver(backup_service),
+                dr_drill.KIND: dr_drill.DrillDriver(drills),
             },
         )
+        tokens = TokenStore(db)
+        identity = _accounts(settings, IdentityStore(db, box), tokens)
+        rbac_sync = RbacSync(clusters, identity, clock=identity.clock)
         return cls(
             settings=settings,
             db=db,
             box=box,
             clusters=clusters,
-            tokens=TokenStore(db),
+            tokens=tokens,
+            identity=identity,
             health=monitor,
             inventory=inventory,
             changes=ChangeFeed(),
@@ -96,6 +123,11 @@ class Platform:
             upgrades=upgrades.Upgrades(clusters, inventory, operation_store),
             rollouts=rollouts.Rollouts(clusters, operation_store, runner),
             certificates=certificates.Certificates(clusters, operation_store),
+            backups=backup_service,
+            drills=drills,
+            sso=_sso_client(settings, db, box),
+            rbac_sync=rbac_sync,
+            cluster_access=ClusterAccess(clusters, identity, rbac_sync),
         )
 
     def ensure_bootstrap_token(self) -> str | None:
@@ -110,7 +142,40 @@ class Platform:
 
     def close(self) -> None:
         self.leadership.release()
+        if self.sso is not None:
+            self.sso.close()
         self.db.dispose()
+
+
+def _sso_client(settings: Settings, db: Database, box: SecretBox) -> oidc.OidcClient | None:
+    """The SSO client when an issuer is configured, its pending logins in the store (any replica
+    may receive the callback); a misconfiguration fails here, at start, not at the first login."""
+    if not settings.sso_issuer_url:
+        return None
+    config = oidc.sso_config_from_settings(settings)
+    return oidc.OidcClient(config, oidc.StoredPendingLogins(PendingLoginTable(db, box)))
+
+
+def _accounts(settings: Settings, store: IdentityStore, tokens: TokenStore) -> Accounts:
+    """Users, teams, bindings, sessions and tokens, with the settings' lifetimes and login throttling."""
+    throttle = ThrottlePolicy(
+        free_failures=settings.login_free_failures,
+        max_delay=timedelta(seconds=settings.login_max_delay_seconds),
+        lockout_failures=settings.login_lockout_failures,
+        lockout=timedelta(minutes=settings.login_lockout_minutes),
+        window=timedelta(minutes=max(settings.login_lockout_minutes, 15)),
+    )
+    return Accounts(
+        store,
+        tokens,
+        clock=lambda: datetime.now(UTC),
+        throttle=throttle,
+        session_ttl=timedelta(hours=settings.session_ttl_hours),
+        token_ttl=timedelta(days=settings.token_default_ttl_days)
+        if settings.token_default_ttl_days
+        else None,
+        mfa_issuer=settings.mfa_issuer,
+    )
 
 
 def _alerting_config(settings: Settings) -> tuple[alerting.AlertRulesConfig, tuple[notify.AnyChannel, ...]]:

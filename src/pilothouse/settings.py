@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import platformdirs
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -73,6 +73,53 @@ class Settings(BaseSettings):
     #: How often the watched clusters' new and changed Events are written to the store.
     events_flush_interval_seconds: float = Field(default=5.0, gt=0)
 
+    #: Where etcd snapshots are kept: ``local`` (``backup_dir``) or ``s3`` (an S3-compatible store).
+    backup_storage: Literal["local", "s3"] = "local"
+    #: The local backup directory (default ``<data_dir>/backups``).
+    backup_dir: Path | None = None
+    #: S3-compatible store for backups; credentials come from boto3's chain (AWS_* variables, ~/.aws).
+    backup_s3_endpoint_url: str | None = None
+    backup_s3_bucket: str = ""
+    backup_s3_prefix: str = "pilothouse"
+    backup_s3_region: str | None = None
+    #: Scheduled etcd snapshots: ``{name, cron, clusters, keep_last, max_age_hours}`` each
+    #: (see ``fleet.backup_plan.BackupSchedule``).
+    backup_schedules: list[dict[str, Any]] = Field(default_factory=list)
+
+    #: Identity and access (``identity/``): how long a signed-in session lasts ...
+    session_ttl_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    #: ... how long an API token lives unless issued with another lifetime (0: never expires) ...
+    token_default_ttl_days: float = Field(default=90.0, ge=0)
+    #: ... login throttling: failures that cost nothing, then a delay doubling from 1 s up to
+    #: ``login_max_delay_seconds``, and a lock-out of ``login_lockout_minutes`` after
+    #: ``login_lockout_failures`` failures (per user and per client address) ...
+    login_free_failures: int = Field(default=3, ge=0)
+    login_max_delay_seconds: float = Field(default=60.0, ge=0)
+    login_lockout_failures: int = Field(default=10, ge=1)
+    login_lockout_minutes: float = Field(default=15.0, gt=0)
+    #: ... and the issuer name authenticator apps show next to a Pilothouse TOTP entry.
+    mfa_issuer: str = Field(default="Pilothouse", min_length=1, max_length=64)
+    #: Request bodies larger than this are refused (413) before they are read.
+    api_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+    #: Single sign-on through an OpenID Connect provider (``identity.oidc``); off while the issuer is
+    #: empty. HTTPS, or HTTP on a loopback address only.
+    sso_issuer_url: str = ""
+    sso_client_id: str = ""
+    #: A secret: set it through PILOTHOUSE_SSO_CLIENT_SECRET; never logged or shown. Unset: a public client.
+    sso_client_secret: SecretStr | None = None
+    #: Where the provider sends the browser back (the API's callback); a CLI login uses its own loopback URI.
+    sso_redirect_uri: str = ""
+    sso_scopes: list[str] = Field(default_factory=lambda: ["openid", "email", "profile", "groups"])
+    #: Claims → teams: ``{groups_claim, rules: [{claim, match, teams}], default_teams, refuse_unmatched}``
+    #: (see ``identity.oidc_claims.TeamMapping``).
+    sso_team_mapping: dict[str, Any] = Field(default_factory=dict)
+    #: A login must come back from the provider within this time; ID tokens get this much clock skew.
+    sso_login_ttl_seconds: float = Field(default=600.0, gt=0)
+    sso_clock_skew_seconds: float = Field(default=60.0, ge=0)
+    #: CA bundle trusted for an HTTPS issuer with a private CA (default: the system's).
+    sso_ca_file: Path | None = None
+
     @field_validator("api_host")
     @classmethod
     def _loopback_default_is_explicit(cls, value: str) -> str:
@@ -104,6 +151,11 @@ class Settings(BaseSettings):
     def clusters_dir(self) -> Path:
         """Where local clusters keep their PKI, etcd data, logs and pid files."""
         return self.data_dir / "clusters"
+
+    @property
+    def effective_backup_dir(self) -> Path:
+        """Local etcd snapshots, one directory per cluster."""
+        return self.backup_dir or self.data_dir / "backups"
 
     @property
     def binaries_dir(self) -> Path:

@@ -49,7 +49,8 @@ class DesiredState(StrEnum):
 
 
 class Component(StrEnum):
-    """Processes a local cluster runs. The value is the binary's file name."""
+    """Processes a local cluster runs, and the etcd tools it is backed up and restored with.
+    The value is the binary's file name."""
 
     ETCD = "etcd"
     KUBE_APISERVER = "kube-apiserver"
@@ -57,6 +58,8 @@ class Component(StrEnum):
     KUBE_SCHEDULER = "kube-scheduler"
     KWOK = "kwok"
     HAPROXY = "haproxy"
+    ETCDCTL = "etcdctl"  # snapshots of a running member (``fleet.backups``)
+    ETCDUTL = "etcdutl"  # snapshot checks and restores into fresh data directories
 
     @property
     def from_kubernetes_release(self) -> bool:
@@ -74,6 +77,8 @@ CACHED_COMPONENTS: tuple[Component, ...] = (
     Component.KUBE_CONTROLLER_MANAGER,
     Component.KUBE_SCHEDULER,
     Component.KWOK,
+    Component.ETCDCTL,
+    Component.ETCDUTL,
 )
 
 
@@ -97,3 +102,26 @@ class OperationRequest(StrEnum):
 
     PAUSE = "pause"
     ABORT = "abort"
+
+
+class BackupStatus(StrEnum):
+    """Where an etcd backup (``fleet.backups``) stands."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class BackupTrigger(StrEnum):
+    """Who asked for an etcd backup."""
+
+    MANUAL = "manual"
+    SCHEDULED = "scheduled"
+    DRILL = "drill"
+
+
+class BackupStorageKind(StrEnum):
+    """Where etcd snapshots are kept."""
+
+    LOCAL = "local"
+    S3 = "s3"

@@ -19,9 +19,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(app: FastAPI) -> Iterator[str]:
-    """Run ``app`` with uvicorn in a thread; yield its base URL; stop it on exit."""
-    port = free_port()
+def serving(app: FastAPI, *, port: int | None = None) -> Iterator[str]:
+    """Run ``app`` with uvicorn in a thread (on ``port``, or a free one); yield its base URL; stop it on exit."""
+    port = port or free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )

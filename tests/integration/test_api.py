@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from pilothouse.api.app import create_app
-from pilothouse.api.auth import PERMISSION_EXTENSION
+from pilothouse.api.auth import ACCESS_EXTENSION, PERMISSION_EXTENSION, Access
 from pilothouse.identity.policy import Permission, Role, allows
 from pilothouse.platform import Platform
 from pilothouse.store.clusters import ClusterRecord
@@ -38,7 +38,7 @@ def _auth(token: str) -> dict[str, str]:
 
 
 def _routes(platform: Platform) -> list[tuple[str, str, Permission | None]]:
-    """Every (method, path, permission) the OpenAPI document lists; None: authenticated only."""
+    """Every (method, path, permission) the OpenAPI document lists; None: public or authenticated only."""
     schema = create_app(platform, reconcile=False).openapi()
     found = []
     for path, operations in schema["paths"].items():
@@ -54,16 +54,35 @@ def _routes(platform: Platform) -> list[tuple[str, str, Permission | None]]:
     return found
 
 
+def _access(platform: Platform) -> dict[tuple[str, str], str | None]:
+    schema = create_app(platform, reconcile=False).openapi()
+    return {
+        (method.upper(), path): operation.get(ACCESS_EXTENSION)
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+    }
+
+
 def test_every_operation_names_its_permission(platform: Platform) -> None:
-    unguarded = {path for _m, path, permission in _routes(platform) if permission is None}
-    assert unguarded == {"/healthz", "/openapi.json", "/api/v1/whoami"}
+    access = _access(platform)
+    unguarded = {(m, path) for m, path, permission in _routes(platform) if permission is None}
+    assert all(access[route] in {a.value for a in Access} for route in unguarded), unguarded
+    public = {path for (_m, path), value in access.items() if value == Access.PUBLIC.value}
+    assert public == {
+        "/healthz",
+        "/api/v1/session",
+        "/api/v1/session/sso/start",
+        "/api/v1/session/sso/callback",
+    }
+    assert {"/openapi.json", "/api/v1/whoami"} <= {path for _m, path in unguarded}
 
 
 def test_every_route_refuses_callers_without_a_token(platform: Platform, api: str) -> None:
     routes = _routes(platform)
     assert len(routes) >= 8
+    public = {route for route, value in _access(platform).items() if value == Access.PUBLIC.value}
     for method, path, _permission in routes:
-        if path == "/healthz":
+        if (method, path) in public:
             continue
         response = httpx.request(method, api + path, json={})
         assert response.status_code == 401, (method, path, response.status_code)

@@ -74,12 +74,15 @@ def _publish(root: Path) -> dict[str, bytes]:
         (kube_dir / f"{name}.sha256").write_text(_sha(binaries[name]) + suffix + "\n")
 
     binaries["etcd"] = _script("etcd Version: 3.6.16")
+    binaries["etcdctl"] = _script("etcdctl version: 3.6.16\nAPI version: 3.6")
+    binaries["etcdutl"] = _script("etcdutl version: 3.6.16\nAPI version: 3.6")
     stem = f"etcd-v3.6.16-linux-{ARCH}"
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         for member, data in (
             (f"{stem}/etcd", binaries["etcd"]),
-            (f"{stem}/etcdctl", b"x"),
+            (f"{stem}/etcdctl", binaries["etcdctl"]),
+            (f"{stem}/etcdutl", binaries["etcdutl"]),
             (f"{stem}/README.md", b"r"),
         ):
             info = tarfile.TarInfo(member)

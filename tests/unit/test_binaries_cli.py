@@ -15,6 +15,8 @@ VERSION_LINES = {
     "etcd": "etcd Version: 3.6.16",
     "kwok": "kwok version v0.8.0 go1.26.8 (linux/amd64)",
     "kwokctl": "kwokctl version v0.8.0 go1.26.8 (linux/amd64)",
+    "etcdctl": "etcdctl version: 3.6.16",
+    "etcdutl": "etcdutl version: 3.6.16",
 }
 
 
@@ -62,7 +64,7 @@ def test_verify_ok(cache: BinaryCache) -> None:
     _install_fake(cache)
     code, out, _ = _run("verify", "--version", "v1.36.3")
     assert code == 0
-    assert "v1.36.3: 6 binaries match their checksums" in out
+    assert "v1.36.3: 8 binaries match their checksums" in out
 
 
 def test_verify_corruption_prints_error_and_hint(cache: BinaryCache) -> None:

@@ -184,7 +184,9 @@ def test_render_wrapper_gomod_without_godebug() -> None:
 
 def test_render_etcd_gomod_and_tools() -> None:
     assert gobuild.render_etcd_gomod(PINS, "1.26.0") == (
-        "module pilothouse.local/etcd-binaries\n\ngo 1.26.0\n\nrequire go.etcd.io/etcd/server/v3 v3.6.16\n"
+        "module pilothouse.local/etcd-binaries\n\ngo 1.26.0\n\nrequire (\n"
+        "\tgo.etcd.io/etcd/server/v3 v3.6.16\n\tgo.etcd.io/etcd/etcdctl/v3 v3.6.16\n"
+        "\tgo.etcd.io/etcd/etcdutl/v3 v3.6.16\n)\n"
     )
     assert gobuild.render_tools_go([gobuild.ETCD_PACKAGE]) == (
         '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n'
@@ -348,7 +350,8 @@ elif args[0] == "build":
     pkgs = args[args.index("-o") + 2:]
     outputs = [Path(out) / p.rsplit("/", 1)[-1] for p in pkgs] if out.endswith("/") else [Path(out)]
     texts = {{"etcd": "etcd Version: 3.6.16", "kwok": "kwok version v0.8.0 go1.26.8 (linux/amd64)",
-             "kwokctl": "kwokctl version v0.8.0 go1.26.8 (linux/amd64)"}}
+             "kwokctl": "kwokctl version v0.8.0 go1.26.8 (linux/amd64)",
+             "etcdctl": "etcdctl version: 3.6.16", "etcdutl": "etcdutl version: 3.6.16"}}
     ldflags = args[args.index("-ldflags") + 1]
     stamped = [f.split("=", 1)[1] for f in ldflags.split() if f.startswith("k8s.io/component-base/version.gitVersion=")]
     for target in outputs:
@@ -398,6 +401,8 @@ def test_build_runs_the_recipe(tmp_path: Path, fake_go: Path) -> None:
         "mod tidy",
         "build -v",
         "build -v",
+        "build -v",
+        "build -v",
     ]
     k8s_dir = tmp_path / "gobuild" / "k8s-v1.36.3"
     etcd_dir = tmp_path / "gobuild" / "etcd-v3.6.16"
@@ -410,7 +415,9 @@ def test_build_runs_the_recipe(tmp_path: Path, fake_go: Path) -> None:
     assert all(c["GOFLAGS"] is not None and "-mod=mod" in str(c["GOFLAGS"]) for c in builds)
     assert all(c["CGO_ENABLED"] == "0" for c in builds)
     assert builds[0]["cwd"] == str(k8s_dir)
-    assert builds[1]["cwd"] == str(etcd_dir)
+    assert [b["cwd"] for b in builds[1:]] == [str(etcd_dir)] * 3
+    assert [b["args"][-1] for b in builds[1:]] == list(gobuild.ETCD_PACKAGES.values())
+    assert (etcd_dir / "tools.go").read_text().count("go.etcd.io/etcd/") == 3
 
     assert set(result.paths) == set(catalog.binary_names())
     assert result.paths["etcd"] == etcd_dir / "bin" / "etcd"
@@ -485,6 +492,30 @@ def test_unavailable_module_version(tmp_path: Path, fake_go: Path) -> None:
         gobuild.GoBuilder(tmp_path, go=str(fake_go)).build(pins)
 
 
+def test_install_tops_up_missing_etcd_tools_without_touching_the_rest(tmp_path: Path, fake_go: Path) -> None:
+    """An install made before etcdctl/etcdutl existed gets just those two, in place."""
+    cache = cache_mod.BinaryCache(tmp_path / "binaries")
+    installer.install("1.36.3", cache=cache, source="source", go=str(fake_go))
+    target = cache.version_dir("1.36.3")
+    for tool in ("etcdctl", "etcdutl"):
+        (target / tool).unlink()
+    body = json.loads((target / "manifest.json").read_text())
+    del body["binaries"]["etcdctl"], body["binaries"]["etcdutl"]
+    (target / "manifest.json").write_text(json.dumps(body))
+    apiserver_inode = (target / "kube-apiserver").stat().st_ino
+    (fake_go.parent / "calls.jsonl").unlink()
+
+    installer.install("1.36.3", cache=cache, source="source", go=str(fake_go))
+
+    builds = [c["args"][-1] for c in _calls(fake_go) if c["args"][0] == "build"]
+    assert builds == ["go.etcd.io/etcd/etcdctl/v3", "go.etcd.io/etcd/etcdutl/v3"]
+    assert (target / "kube-apiserver").stat().st_ino == apiserver_inode  # not replaced
+    recorded = cache.verify("1.36.3")
+    assert set(recorded.binaries) == set(catalog.binary_names())
+    assert recorded.binaries["etcdutl"].origin == "go.etcd.io/etcd/etcdutl/v3@v3.6.16"
+    assert recorded.installed_at == body["installed_at"]
+
+
 def test_install_from_source_end_to_end_with_fake_go(tmp_path: Path, fake_go: Path) -> None:
     cache = cache_mod.BinaryCache(tmp_path / "binaries")
     phases: list[tuple[str, str]] = []
@@ -520,6 +551,8 @@ def test_build_1_35_4_builds_kwok_in_its_own_module(tmp_path: Path, fake_go: Pat
         "build -v",
         "build -v",
         "build -v",
+        "build -v",
+        "build -v",
     ]
     downloads = [c["args"][3] for c in _calls(fake_go) if c["args"][:2] == ["mod", "download"]]
     assert downloads == [
@@ -536,7 +569,7 @@ def test_build_1_35_4_builds_kwok_in_its_own_module(tmp_path: Path, fake_go: Pat
     assert "sigs.k8s.io/kwok/cmd/kwokctl" in (kwok_dir / "tools.go").read_text()
 
     builds = [c for c in _calls(fake_go) if c["args"][0] == "build"]
-    assert [b["cwd"] for b in builds] == [str(k8s_dir), str(kwok_dir), str(etcd_dir)]
+    assert [b["cwd"] for b in builds] == [str(k8s_dir), str(kwok_dir), *[str(etcd_dir)] * 3]
     assert builds[0]["args"][-3:] == list(gobuild.CONTROL_PLANE_PACKAGES.values())
     assert (
         builds[1]["args"]

@@ -11,18 +11,27 @@ from fastapi import Depends, FastAPI
 
 from pilothouse import __version__
 from pilothouse.api import (
+    access,
     alerts,
+    backups,
     capacity,
     clusters,
     errors,
     events,
     health,
     inventory,
+    limits,
     metrics,
     operations,
+    session,
+    sso,
     stream,
+    teams,
+    tokens,
+    users,
 )
-from pilothouse.api.auth import Principal, authenticate
+from pilothouse.api import bindings as role_bindings
+from pilothouse.api.auth import Access, Principal, authenticate, guarded
 from pilothouse.platform import Platform
 from pilothouse.reconcile.loop import run_background
 
@@ -70,18 +79,27 @@ def create_app(
     app.include_router(events.router)
     app.include_router(alerts.router)
     app.include_router(operations.router)
+    app.include_router(backups.router)
+    app.include_router(session.router)
+    app.include_router(sso.router)
+    app.include_router(users.router)
+    app.include_router(teams.router)
+    app.include_router(role_bindings.router)
+    app.include_router(tokens.router)
+    app.include_router(access.router)
+    app.add_middleware(limits.BodyLimit, max_bytes=platform.settings.api_max_body_bytes)
 
-    @app.get("/healthz", tags=["health"])
+    @app.get("/healthz", tags=["health"], **guarded(Access.PUBLIC))
     def healthz() -> dict[str, str]:
         """Liveness of the Pilothouse server itself (no data; open for load balancers)."""
         return {"status": "ok"}
 
-    @app.get("/openapi.json", tags=["meta"])
+    @app.get("/openapi.json", tags=["meta"], **guarded(Access.AUTHENTICATED))
     def openapi(_principal: Annotated[Principal, Depends(authenticate)]) -> dict[str, Any]:
         """The OpenAPI document of this API (authenticated like every other route)."""
         return app.openapi()
 
-    @app.get("/api/v1/whoami", tags=["identity"])
+    @app.get("/api/v1/whoami", tags=["identity"], **guarded(Access.AUTHENTICATED))
     def whoami(principal: Annotated[Principal, Depends(authenticate)]) -> dict[str, Any]:
         """The caller's identity and roles."""
         return {"name": principal.name, "roles": list(principal.roles)}

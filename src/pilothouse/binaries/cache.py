@@ -133,7 +133,7 @@ class BinaryCache:
         if missing:
             raise errors.BinaryError(
                 f"the v{ver} binary cache in {self.version_dir(ver)} is missing {', '.join(missing)}",
-                hint=install_hint(ver, force=True),
+                hint=install_hint(ver),
                 version=ver,
                 missing=",".join(missing),
             )
@@ -217,6 +217,37 @@ class BinaryCache:
         _fsync_dir(self.root)
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
+        return target
+
+    def add_binaries(self, version: str, staging_dir: Path, manifest: manifest_mod.Manifest) -> Path:
+        """Add the staged binaries ``manifest`` names that the install lacks (a top-up), in place.
+
+        Existing binaries are never touched, so processes running from this version
+        keep their executable path. Each new file is checked, fsynced and renamed in
+        (same filesystem); the manifest is replaced last, so until then the install is
+        exactly what it was. Call under :meth:`lock`.
+        """
+        ver = catalog.normalise_version(version)
+        target = self.version_dir(ver)
+        current = self.manifest(ver)
+        if set(current.binaries) - set(manifest.binaries):
+            raise ValueError("a top-up manifest must keep every installed binary")
+        added = {n: r for n, r in manifest.binaries.items() if n not in current.binaries}
+        staged = manifest_mod.Manifest(
+            manifest.kubernetes, manifest.source, manifest.installed_at, manifest.pins, added
+        )
+        _check_against(Path(staging_dir), staged, installed=False)
+        for name in added:
+            binary = Path(staging_dir) / name
+            binary.chmod(0o755)
+            _fsync_file(binary)
+            binary.rename(target / name)
+        _fsync_dir(target)
+        manifest_tmp = target / f".{MANIFEST_NAME}.tmp"
+        manifest_tmp.write_text(manifest.to_json())
+        _fsync_file(manifest_tmp)
+        manifest_tmp.rename(target / MANIFEST_NAME)
+        _fsync_dir(target)
         return target
 
     def remove(self, version: str) -> None:

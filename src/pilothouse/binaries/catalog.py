@@ -23,7 +23,8 @@ Hard-won facts behind the table (checked against the Go module proxy):
   server.
 - etcd: kubeadm's ``DefaultEtcdVersion`` is 3.6.6 for 1.35.4 and 3.6.8 for
   1.36.3; both use 3.6.16 (a later 3.6 patch, served by the proxy), so one etcd
-  build serves both.
+  build serves both. ``etcdctl`` and ``etcdutl`` (snapshots and restores) come
+  from the same etcd release, so they always match the server's data format.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from pilothouse.vocabulary import CACHED_COMPONENTS, Component
 
 #: Built and installed alongside the cached components; only benchmarks use it.
 KWOKCTL = "kwokctl"
+#: Binaries of the etcd release (same version): the server and its snapshot tools.
+ETCD_MODULE_BINARIES: tuple[str, ...] = (Component.ETCD, Component.ETCDCTL, Component.ETCDUTL)
 
 _VERSION_RE = re.compile(r"^v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
 
@@ -73,7 +76,7 @@ class ReleasePins:
 
     def version_of(self, binary: str) -> str:
         """The upstream version a binary reports, without a leading ``v``."""
-        if binary == Component.ETCD:
+        if binary in ETCD_MODULE_BINARIES:
             return self.etcd
         if binary in (Component.KWOK, KWOKCTL):
             return self.kwok

@@ -10,9 +10,9 @@ Where each binary comes from (every base URL is configurable in :class:`Download
 - kube-apiserver, kube-controller-manager, kube-scheduler:
   ``{kubernetes}/v{ver}/bin/linux/{arch}/{name}``, digest in the sibling
   ``{name}.sha256`` (a bare hex digest, sometimes followed by the file name).
-- etcd: ``{etcd}/v{etcd}/etcd-v{etcd}-linux-{arch}.tar.gz``, digest listed in
-  ``SHA256SUMS`` in the same release folder; the binary is
-  ``etcd-v{etcd}-linux-{arch}/etcd`` inside the tarball.
+- etcd, etcdctl, etcdutl: ``{etcd}/v{etcd}/etcd-v{etcd}-linux-{arch}.tar.gz``
+  (fetched once), digest listed in ``SHA256SUMS`` in the same release folder;
+  the binaries are ``etcd-v{etcd}-linux-{arch}/{name}`` inside the tarball.
 - kwok, kwokctl: ``{kwok}/v{kwok}/{name}-linux-{arch}``. kwok's release script
   (``hack/releases.sh``) uploads bare binaries and no checksum file, so these are
   protected by TLS only unless ``kwok_checksum_file`` names a sums file to use
@@ -29,7 +29,7 @@ import platform
 import re
 import shutil
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,9 +100,13 @@ class PlannedBinary:
 
 
 def plan_downloads(
-    pins: catalog.ReleasePins, sources: DownloadSources, *, with_kwokctl: bool = True
+    pins: catalog.ReleasePins,
+    sources: DownloadSources,
+    *,
+    with_kwokctl: bool = True,
+    only: Collection[str] | None = None,
 ) -> list[PlannedBinary]:
-    """The URLs and digests for every binary of a release (pure)."""
+    """The URLs and digests for every binary of a release, or of the ``only`` ones (pure)."""
     arch = sources.arch
     plan: list[PlannedBinary] = []
     for component in (Component.KUBE_APISERVER, Component.KUBE_CONTROLLER_MANAGER, Component.KUBE_SCHEDULER):
@@ -119,16 +123,17 @@ def plan_downloads(
 
     etcd_folder = f"{_strip(sources.etcd_base_url)}/v{pins.etcd}"
     etcd_stem = f"etcd-v{pins.etcd}-linux-{arch}"
-    plan.append(
-        PlannedBinary(
-            name=str(Component.ETCD),
-            version=pins.etcd,
-            release=pins.kubernetes,
-            url=f"{etcd_folder}/{etcd_stem}.tar.gz",
-            checksum=Checksum(f"{etcd_folder}/SHA256SUMS", entry=f"{etcd_stem}.tar.gz"),
-            member=f"{etcd_stem}/etcd",
+    for etcd_binary in catalog.ETCD_MODULE_BINARIES:
+        plan.append(
+            PlannedBinary(
+                name=str(etcd_binary),
+                version=pins.etcd,
+                release=pins.kubernetes,
+                url=f"{etcd_folder}/{etcd_stem}.tar.gz",
+                checksum=Checksum(f"{etcd_folder}/SHA256SUMS", entry=f"{etcd_stem}.tar.gz"),
+                member=f"{etcd_stem}/{etcd_binary}",
+            )
         )
-    )
 
     kwok_folder = f"{_strip(sources.kwok_base_url)}/v{pins.kwok}"
     kwok_names = [str(Component.KWOK), *([catalog.KWOKCTL] if with_kwokctl else [])]
@@ -148,7 +153,7 @@ def plan_downloads(
                 checksum=checksum,
             )
         )
-    return plan
+    return [item for item in plan if only is None or item.name in only]
 
 
 def parse_checksum_file(text: str, entry: str | None, *, source: str) -> str:
@@ -193,7 +198,14 @@ def fetch_release(
     try:
         sums_cache: dict[str, str] = {}
         origins: dict[str, str] = {}
+        archives: dict[str, Path] = {}  # url → checked archive, so a tarball is fetched once
         for item in plan:
+            target = staging_dir / item.name
+            if item.member is not None and item.url in archives:
+                _extract_member(archives[item.url], item.member, target)
+                target.chmod(0o755)
+                origins[item.name] = item.url
+                continue
             expected = None
             if item.checksum is not None:
                 if item.checksum.url not in sums_cache:
@@ -215,8 +227,8 @@ def fetch_release(
                     expected=expected,
                     got=got,
                 )
-            target = staging_dir / item.name
             if item.member is not None:
+                archives[item.url] = artifact
                 _extract_member(artifact, item.member, target)
             else:
                 artifact.rename(target)

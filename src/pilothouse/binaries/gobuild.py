@@ -19,7 +19,12 @@ Hard-won facts (the recipe was first proven by hand; ``render_*`` reproduce it):
 - Without ``-X …/version.gitVersion`` (under both component-base and client-go)
   the binaries report ``v0.0.0``. The build date is fixed so builds are reproducible.
 - etcd has its own wrapper (``pilothouse.local/etcd-binaries``): its module uses
-  relative replaces too, and ``go.etcd.io/etcd/server/v3`` is package main.
+  relative replaces too, and ``go.etcd.io/etcd/server/v3`` is package main. The
+  same wrapper requires ``go.etcd.io/etcd/etcdctl/v3`` and ``…/etcdutl/v3`` at the
+  same version (snapshots and restores for ``fleet.backups``); each of the three is
+  built with its own ``-o`` file, because all three import paths end in ``/v3``.
+  :meth:`GoBuilder.build_etcd` builds only these, so an install that lacks the
+  tools gets them without relinking the Kubernetes binaries.
 - A kwok tag compiles only against the k8s.io minor it targets
   (``ReleasePins.kwok_kubernetes``). When that is the release's minor (1.36.3 with
   kwok v0.8.0) kwok and kwokctl build in the Kubernetes wrapper, sharing its
@@ -35,7 +40,7 @@ makes a re-run after a crash resume rather than restart)::
     k8s-v1.36.3/{go.mod,go.sum,tools.go,build.log,inputs.json,bin/}
     k8s-v1.35.4/…                   control plane only
     kwok-v0.8.0/…                   only for releases whose minor kwok does not target
-    etcd-v3.6.16/…                  shared by releases pinning the same etcd
+    etcd-v3.6.16/…                  etcd, etcdctl, etcdutl; shared by releases pinning the same etcd
 """
 
 from __future__ import annotations
@@ -76,6 +81,8 @@ ETCD_WRAPPER_MODULE = "pilothouse.local/etcd-binaries"
 KUBERNETES_MODULE = "k8s.io/kubernetes"
 KWOK_MODULE = "sigs.k8s.io/kwok"
 ETCD_MODULE = "go.etcd.io/etcd/server/v3"
+ETCDCTL_MODULE = "go.etcd.io/etcd/etcdctl/v3"
+ETCDUTL_MODULE = "go.etcd.io/etcd/etcdutl/v3"
 BUILD_TAGS = "selinux,notest"
 BUILD_DATE = "2026-01-01T00:00:00Z"
 
@@ -92,6 +99,12 @@ KWOK_PACKAGES: dict[str, str] = {
 #: What the Kubernetes wrapper builds when kwok shares it.
 KUBERNETES_PACKAGES: dict[str, str] = {**CONTROL_PLANE_PACKAGES, **KWOK_PACKAGES}
 ETCD_PACKAGE = ETCD_MODULE
+#: Binary name → Go package (each package is its module's root) of the etcd wrapper, in build order.
+ETCD_PACKAGES: dict[str, str] = {
+    str(Component.ETCD): ETCD_MODULE,
+    str(Component.ETCDCTL): ETCDCTL_MODULE,
+    str(Component.ETCDUTL): ETCDUTL_MODULE,
+}
 
 _TAIL_LINES = 20
 _STAGING_TARGET = re.compile(r"^\./staging/")
@@ -241,13 +254,15 @@ def render_kwok_gomod(pins: catalog.ReleasePins, kwok_release: ReleaseGoMod) -> 
 
 
 def render_etcd_gomod(pins: catalog.ReleasePins, go_directive: str) -> str:
-    """The etcd wrapper go.mod before ``go mod tidy``."""
+    """The etcd wrapper go.mod (server, etcdctl, etcdutl at one version) before ``go mod tidy``."""
     lines = [
         f"module {ETCD_WRAPPER_MODULE}",
         "",
         f"go {go_directive}",
         "",
-        f"require {ETCD_MODULE} v{pins.etcd}",
+        "require (",
+        *(f"\t{module} v{pins.etcd}" for module in ETCD_PACKAGES.values()),
+        ")",
     ]
     return "\n".join(lines) + "\n"
 
@@ -298,8 +313,8 @@ def kwok_build_args(out_dir: Path, packages: Sequence[str], *, go: str = "go") -
     return [go, "build", "-v", "-trimpath", "-ldflags", "-s -w", "-o", f"{out_dir}{os.sep}", *packages]
 
 
-def etcd_build_args(out_file: Path, *, go: str = "go") -> list[str]:
-    return [go, "build", "-v", "-trimpath", "-ldflags", "-s -w", "-o", str(out_file), ETCD_PACKAGE]
+def etcd_build_args(out_file: Path, *, go: str = "go", package: str = ETCD_PACKAGE) -> list[str]:
+    return [go, "build", "-v", "-trimpath", "-ldflags", "-s -w", "-o", str(out_file), package]
 
 
 def go_environment(base: Mapping[str, str]) -> dict[str, str]:
@@ -387,9 +402,7 @@ class GoBuilder:
                 render_kwok_gomod(pins, parse_release_gomod(kwok_text)),
                 render_tools_go(list(KWOK_PACKAGES.values())),
             )
-        etcd_text = self._module_gomod(f"{ETCD_MODULE}@v{pins.etcd}", etcd_dir)
-        etcd_go = max((parse_release_gomod(etcd_text).go_directive, pins.go_directive), key=go_version_tuple)
-        self._prepare_module(etcd_dir, render_etcd_gomod(pins, etcd_go), render_tools_go([ETCD_PACKAGE]))
+        self._prepare_etcd(pins, etcd_dir)
 
         names = catalog.binary_names(with_kwokctl=with_kwokctl)
         packages = {n: p for n, p in k8s_packages.items() if n in names}
@@ -414,25 +427,49 @@ class GoBuilder:
             )
             paths |= {name: kwok_bin / name for name in kwok_packages}
             packages |= kwok_packages
-        etcd_bin = etcd_dir / "bin"
-        etcd_bin.mkdir(exist_ok=True)
-        self._run(
-            etcd_build_args(etcd_bin / str(Component.ETCD), go=self.go),
-            cwd=etcd_dir,
-            phase=PHASE_ETCD,
-            what=f"etcd v{pins.etcd}",
+        etcd_names = [n for n in ETCD_PACKAGES if n in names]
+        paths |= self._build_etcd(pins, etcd_dir, etcd_names)
+        origins = {name: f"{pkg}@v{pins.version_of(name)}" for name, pkg in packages.items()}
+        origins |= {name: f"{ETCD_PACKAGES[name]}@v{pins.etcd}" for name in etcd_names}
+        _check_produced(paths)
+        return BuildResult(paths=paths, origins=origins, go_version=go_info["GOVERSION"], pins=pins)
+
+    def build_etcd(self, pins: catalog.ReleasePins, names: Sequence[str]) -> BuildResult:
+        """Build only binaries of the etcd wrapper (``ETCD_PACKAGES``): adds etcdctl and
+        etcdutl to an install that predates them without relinking anything else."""
+        unknown = sorted(set(names) - set(ETCD_PACKAGES))
+        if unknown:
+            raise ValueError(f"not built by the etcd wrapper: {unknown}")
+        go_info = self._check_toolchain(pins)
+        etcd_dir = self.etcd_dir(pins)
+        self._phase(PHASE_RESOLVING, f"{ETCD_MODULE}@v{pins.etcd}")
+        self._prepare_etcd(pins, etcd_dir)
+        wanted = [n for n in ETCD_PACKAGES if n in names]
+        paths = self._build_etcd(pins, etcd_dir, wanted)
+        _check_produced(paths)
+        origins = {name: f"{ETCD_PACKAGES[name]}@v{pins.etcd}" for name in wanted}
+        return BuildResult(paths=paths, origins=origins, go_version=go_info["GOVERSION"], pins=pins)
+
+    def _prepare_etcd(self, pins: catalog.ReleasePins, etcd_dir: Path) -> None:
+        etcd_text = self._module_gomod(f"{ETCD_MODULE}@v{pins.etcd}", etcd_dir)
+        etcd_go = max((parse_release_gomod(etcd_text).go_directive, pins.go_directive), key=go_version_tuple)
+        self._prepare_module(
+            etcd_dir, render_etcd_gomod(pins, etcd_go), render_tools_go(list(ETCD_PACKAGES.values()))
         )
 
-        paths[str(Component.ETCD)] = etcd_bin / str(Component.ETCD)
-        origins = {name: f"{pkg}@v{pins.version_of(name)}" for name, pkg in packages.items()}
-        origins[str(Component.ETCD)] = f"{ETCD_PACKAGE}@v{pins.etcd}"
-        for path in paths.values():
-            if not path.is_file():
-                raise errors.BinaryError(
-                    f"go build finished but {path} was not produced",
-                    hint=f"see {path.parent.parent / 'build.log'}",
-                )
-        return BuildResult(paths=paths, origins=origins, go_version=go_info["GOVERSION"], pins=pins)
+    def _build_etcd(self, pins: catalog.ReleasePins, etcd_dir: Path, names: Sequence[str]) -> dict[str, Path]:
+        etcd_bin = etcd_dir / "bin"
+        etcd_bin.mkdir(exist_ok=True)
+        paths = {}
+        for name in names:
+            self._run(
+                etcd_build_args(etcd_bin / name, go=self.go, package=ETCD_PACKAGES[name]),
+                cwd=etcd_dir,
+                phase=PHASE_ETCD,
+                what=f"{name} v{pins.etcd}",
+            )
+            paths[name] = etcd_bin / name
+        return paths
 
     def clean_outputs(self, pins: catalog.ReleasePins) -> None:
         """Delete the built binaries (installed copies live in the cache; Go's caches stay)."""
@@ -560,6 +597,15 @@ class GoBuilder:
                 f"{what} failed (`{' '.join(args[1:3])}` exit {returncode}); last lines of {log_path}:\n{last}",
                 hint=f"fix the cause and re-run: the work directory {cwd} and Go's caches are reused",
                 log=str(log_path),
+            )
+
+
+def _check_produced(paths: Mapping[str, Path]) -> None:
+    for path in paths.values():
+        if not path.is_file():
+            raise errors.BinaryError(
+                f"go build finished but {path} was not produced",
+                hint=f"see {path.parent.parent / 'build.log'}",
             )
 
 

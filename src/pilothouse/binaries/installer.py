@@ -2,7 +2,11 @@
 
 Owns the sequence lock → (already installed? stop) → fetch or build into a
 staging directory → run every binary's ``--version`` → hash into a manifest →
-atomic rename (``cache``). ``download`` (httpx) or ``gobuild`` (the Go toolchain)
+atomic rename (``cache``). An install that verifies but lacks binaries added
+to Pilothouse later (etcdctl and etcdutl) is *topped up* in place
+(``BinaryCache.add_binaries``): only the missing ones are fetched or built
+(``GoBuilder.build_etcd``), the installed binaries are not touched (clusters
+running from them keep running), and the new manifest keeps the old records. ``download`` (httpx) or ``gobuild`` (the Go toolchain)
 does the heavy lifting; the CLI and, later, the local provider call :func:`install`.
 """
 
@@ -50,8 +54,23 @@ def install(
         raise errors.InvalidInput(f"unknown binary source {source!r}", hint="use 'download' or 'source'")
 
     with cache.lock(pins.kubernetes):
-        if not force and _usable(cache, pins, names, report):
-            return cache.version_dir(pins.kubernetes)
+        existing = None if force else _usable(cache, pins, report)
+        if existing is not None:
+            missing = [name for name in names if name not in existing.binaries]
+            if not missing:
+                return cache.version_dir(pins.kubernetes)
+            if set(missing) <= set(gobuild.ETCD_PACKAGES):
+                return _top_up(
+                    existing,
+                    missing,
+                    pins=pins,
+                    cache=cache,
+                    source=source,
+                    sources=sources,
+                    progress=progress,
+                    phase=phase,
+                    go=go,
+                )
 
         staging = cache.new_staging_dir(pins.kubernetes)
         builder: gobuild.GoBuilder | None = None
@@ -118,17 +137,68 @@ def _is_supported(version: str) -> bool:
 
 
 def _usable(
-    cache: cache_mod.BinaryCache,
-    pins: catalog.ReleasePins,
-    names: tuple[str, ...],
-    report: PhaseCallback,
-) -> bool:
+    cache: cache_mod.BinaryCache, pins: catalog.ReleasePins, report: PhaseCallback
+) -> manifest_mod.Manifest | None:
+    """The manifest of an existing install that passes ``verify``, else None."""
     if not cache.is_installed(pins.kubernetes):
-        return False
+        return None
     report(gobuild.PHASE_VERIFYING, f"existing install in {cache.version_dir(pins.kubernetes)}")
     try:
-        recorded = cache.verify(pins.kubernetes)
+        return cache.verify(pins.kubernetes)
     except errors.BinaryError as exc:
         report(gobuild.PHASE_VERIFYING, f"reinstalling: {exc.message}")
-        return False
-    return all(name in recorded.binaries for name in names)
+        return None
+
+
+def _top_up(
+    existing: manifest_mod.Manifest,
+    missing: list[str],
+    *,
+    pins: catalog.ReleasePins,
+    cache: cache_mod.BinaryCache,
+    source: Literal["download", "source"],
+    sources: download.DownloadSources | None,
+    progress: ProgressCallback | None,
+    phase: PhaseCallback | None,
+    go: str,
+) -> Path:
+    """Add ``missing`` etcd-release binaries to a verified install (call under the lock)."""
+    report = phase or (lambda _phase, _detail: None)
+    staging = cache.new_staging_dir(pins.kubernetes)
+    builder: gobuild.GoBuilder | None = None
+    try:
+        if source == "download":
+            src = sources or download.DownloadSources()
+            plan = download.plan_downloads(pins, src, only=missing)
+            origins = download.fetch_release(plan, staging, sources=src, progress=progress)
+        else:
+            builder = gobuild.GoBuilder(cache.gobuild_root, go=go, phase=phase)
+            result = builder.build_etcd(pins, missing)
+            for name, built in result.paths.items():
+                shutil.copy(built, staging / name)
+            origins = result.origins
+        report(gobuild.PHASE_VERIFYING, "")
+        for name in missing:
+            report(gobuild.PHASE_VERIFYING, f"{name} --version")
+            probe.probe(staging / name, pins, name=name)
+        added = {
+            name: manifest_mod.describe_file(
+                staging / name, source=source, version=pins.version_of(name), origin=origins[name]
+            )
+            for name in missing
+        }
+        topped = manifest_mod.Manifest(
+            kubernetes=existing.kubernetes,
+            source=existing.source,
+            installed_at=existing.installed_at,
+            pins=existing.pins,
+            binaries={**existing.binaries, **added},
+            extra=existing.extra,
+        )
+        target = cache.add_binaries(pins.kubernetes, staging, topped)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    if builder is not None:
+        builder.clean_outputs(pins)
+    return target

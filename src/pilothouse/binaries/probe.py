@@ -9,7 +9,9 @@ What each binary prints (checked on real builds):
 
 - kube-apiserver, kube-controller-manager, kube-scheduler: ``Kubernetes v1.36.3``
   (``v0.0.0`` when built without the ``-X …gitVersion`` stamps).
-- etcd: first line ``etcd Version: 3.6.16``.
+- etcd: first line ``etcd Version: 3.6.16``; ``etcdctl version`` and ``etcdutl
+  version`` (a command: ``--version`` is rejected): ``etcdctl version: 3.6.16``
+  / ``etcdutl version: 3.6.16``, then the API version.
 - kwok, kwokctl: ``kwok version v0.8.0 go1.26.8 (linux/amd64)`` (cobra's template).
 """
 
@@ -26,6 +28,7 @@ from pilothouse.vocabulary import Component
 _TIMEOUT_SECONDS = 30.0
 _KUBERNETES_RE = re.compile(r"Kubernetes v(\S+)")
 _ETCD_RE = re.compile(r"^etcd Version: (\S+)")
+_ETCD_TOOL_RE = re.compile(r"^etcd[a-z]+ version: (\S+)")
 _KWOK_RE = re.compile(r"\bversion v?(\d+\.\d+\.\d+\S*)")
 
 
@@ -34,11 +37,19 @@ def reported_version(binary: str, output: str) -> str | None:
     if binary == Component.ETCD:
         first = output.strip().splitlines()[0] if output.strip() else ""
         match = _ETCD_RE.match(first)
+    elif binary in (Component.ETCDCTL, Component.ETCDUTL):
+        first = output.strip().splitlines()[0] if output.strip() else ""
+        match = _ETCD_TOOL_RE.match(first)
     elif binary in (Component.KWOK, catalog.KWOKCTL):
         match = _KWOK_RE.search(output)
     else:
         match = _KUBERNETES_RE.search(output)
     return match.group(1) if match else None
+
+
+def version_arguments(binary: str) -> tuple[str, ...]:
+    """How to ask ``binary`` its version: the etcd tools have a ``version`` command, no flag."""
+    return ("version",) if binary in (Component.ETCDCTL, Component.ETCDUTL) else ("--version",)
 
 
 def check_version_output(binary: str, output: str, pins: catalog.ReleasePins) -> None:
@@ -59,11 +70,12 @@ def check_version_output(binary: str, output: str, pins: catalog.ReleasePins) ->
 
 
 def probe(binary_path: Path, pins: catalog.ReleasePins, *, name: str | None = None) -> str:
-    """Run ``<binary> --version``; return its output or raise ``BinaryError``."""
+    """Run ``<binary> --version`` (``version`` for the etcd tools); return its output or raise
+    ``BinaryError``."""
     binary = name or binary_path.name
     try:
         proc = subprocess.run(
-            [str(binary_path), "--version"],
+            [str(binary_path), *version_arguments(binary)],
             capture_output=True,
             text=True,
             errors="replace",

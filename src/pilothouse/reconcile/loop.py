@@ -5,7 +5,9 @@ to their desired state, probing the fleet's health, compacting the health
 history, keeping a watch-based inventory of every running cluster, rotating
 the control-plane logs of local clusters, evaluating alert rules and notifying,
 persisting the watched Kubernetes Events and pruning them, and driving
-durable operations (upgrades) to their end. Every pass is level-triggered
+durable operations (upgrades, restores, DR drills) to their end, and taking
+scheduled etcd backups (cron slots, then retention), and syncing Pilothouse's
+roles into each local cluster's RBAC. Every pass is level-triggered
 (it looks at the world from scratch), so a crash at any moment is repaired
 by the next pass after a restart. A
 failing pass is logged and retried with bounded backoff; it never stops the
@@ -35,6 +37,11 @@ CHANGES_INTERVAL_SECONDS = 0.5
 #: How often unfinished durable operations (upgrades, …) are looked for and driven.
 OPERATIONS_INTERVAL_SECONDS = 2.0
 EVENT_PRUNE_INTERVAL_SECONDS = 300.0
+#: How often cron schedules of etcd backups are checked (a slot is taken at most this late).
+BACKUP_SCHEDULE_INTERVAL_SECONDS = 30.0
+#: How often Pilothouse's roles are re-planned per cluster (a cluster is contacted when its plan
+#: changed, or every ``identity.rbac_sync.RESYNC``): how soon a binding change reaches the cluster.
+RBAC_SYNC_INTERVAL_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,8 @@ def jobs_of(platform: Platform) -> list[Job]:
         Job("persist-events", settings.events_flush_interval_seconds, platform.events.flush),
         Job("prune-events", EVENT_PRUNE_INTERVAL_SECONDS, platform.events.prune, singleton=True),
         Job("operations", OPERATIONS_INTERVAL_SECONDS, platform.operations.run_unfinished),
+        Job("backups", BACKUP_SCHEDULE_INTERVAL_SECONDS, platform.backups.run_schedules, singleton=True),
+        Job("rbac-sync", RBAC_SYNC_INTERVAL_SECONDS, platform.rbac_sync.sync_once, singleton=True),
     ]
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     Dialect,
     ForeignKey,
@@ -110,6 +111,13 @@ class ApiTokenRow(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: ``[{"role", "cluster", "namespace"}]``: the roles and the scopes they hold at (None: ``roles``
+    #: at the platform scope, as tokens issued before scopes were).
+    grants: Mapped[list[dict[str, str]] | None] = mapped_column(JSON, default=None)
+    #: The user the token acts for (its grants then only narrow the user's own); None: a service token.
+    owner_id: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("users.id", ondelete="CASCADE"), default=None, index=True
+    )
 
 
 class HealthSampleRow(Base):
@@ -235,6 +243,42 @@ class OperationRow(Base):
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
+# ----- etcd backups (store/backups.py, fleet/backups.py) -----------------------------------------
+
+
+class BackupRow(Base):
+    """One etcd snapshot of a local cluster: where it is, its size and sha256, the etcd revision
+    it holds. Not tied to the cluster row: a cluster's backups outlive it. The cluster's
+    encryption config (needed to read Secrets in the snapshot) is a sealed secret owned by
+    ``backup:<id>``, never stored beside the snapshot file."""
+
+    __tablename__ = "backups"
+    __table_args__ = (Index("ix_backups_cluster_created", "cluster", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    cluster: Mapped[str] = mapped_column(String(63))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    trigger: Mapped[str] = mapped_column(String(16))
+    schedule: Mapped[str | None] = mapped_column(String(64), default=None)
+    scheduled_for: Mapped[datetime | None] = mapped_column(default=None)
+    operation_id: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
+    storage: Mapped[str] = mapped_column(String(16))
+    location: Mapped[str] = mapped_column(Text, default="")
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    sha256: Mapped[str] = mapped_column(String(64), default="")
+    etcd_revision: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_keys: Mapped[int] = mapped_column(Integer, default=0)
+    kubernetes_version: Mapped[str] = mapped_column(String(32), default="")
+    etcd_version: Mapped[str] = mapped_column(String(32), default="")
+    control_planes: Mapped[int] = mapped_column(Integer, default=1)
+    message: Mapped[str] = mapped_column(Text, default="")
+    #: The process writing it while ``status`` is running (lease holder syntax): a backup whose
+    #: writer died is marked failed by the next pass.
+    holder: Mapped[str | None] = mapped_column(String(160), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
 # ----- Kubernetes Events (store/events.py) ------------------------------------------------------
 
 
@@ -272,3 +316,139 @@ class KubeEventRow(Base):
     reason_key: Mapped[str] = mapped_column(Text)
     type_key: Mapped[str] = mapped_column(Text)
     message_key: Mapped[str] = mapped_column(Text)
+
+
+# ----- identities (store/identity.py, identity/) --------------------------------------------------
+
+
+class UserRow(Base):
+    """A person who signs in. ``password_hash`` is an Argon2id hash (None: signs in through SSO
+    only); ``totp_secret`` is sealed with the ``SecretBox`` (owner ``user:<id>``), active once
+    ``totp_enabled_at`` is set; ``totp_last_step`` is the last accepted TOTP step (replays refused)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    display_name: Mapped[str] = mapped_column(String(160), default="")
+    email: Mapped[str] = mapped_column(String(254), default="")
+    #: ``local`` (created by an admin) or where SSO created it (``oidc:<issuer>``).
+    source: Mapped[str] = mapped_column(String(255), default="local")
+    #: For SSO users: ``<source>|<subject>``, the provider's stable key for the person; a sign-in
+    #: finds its user by this, never by a name someone else may already hold.
+    external_id: Mapped[str | None] = mapped_column(String(512), default=None, unique=True)
+    password_hash: Mapped[str | None] = mapped_column(String(255), default=None)
+    password_changed_at: Mapped[datetime | None] = mapped_column(default=None)
+    totp_secret: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    totp_enabled_at: Mapped[datetime | None] = mapped_column(default=None)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    disabled_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class TeamRow(Base):
+    """A group of users; roles bound to it reach every member. ``mfa_required``: members cannot
+    sign in without a second factor."""
+
+    __tablename__ = "teams"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    mfa_required: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TeamMemberRow(Base):
+    __tablename__ = "team_members"
+
+    team_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    #: ``local`` (added by an admin) or the SSO provider whose claims put the user there
+    #: (``oidc:<issuer>``); a sign-in through that provider re-syncs only its own memberships.
+    source: Mapped[str] = mapped_column(String(255), default="local")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RoleBindingRow(Base):
+    """A role given to one user or one team at a scope: the platform (no cluster), a cluster, or a
+    namespace of a cluster. Bound to the subject's id, so a user or team removed and re-created
+    under the same name does not inherit old bindings. ``key`` makes a binding unique."""
+
+    __tablename__ = "role_bindings"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    key: Mapped[str] = mapped_column(String(255), unique=True)
+    user_id: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("users.id", ondelete="CASCADE"), default=None, index=True
+    )
+    team_id: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("teams.id", ondelete="CASCADE"), default=None, index=True
+    )
+    role: Mapped[str] = mapped_column(String(32))
+    cluster: Mapped[str] = mapped_column(String(63), default="", index=True)
+    namespace: Mapped[str] = mapped_column(String(63), default="")
+    created_by: Mapped[str] = mapped_column(String(160), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SessionRow(Base):
+    """A signed-in session: only the SHA-256 digest of its bearer token is stored."""
+
+    __tablename__ = "user_sessions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(String(32), ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    #: How the user proved who they are: password, password+totp, password+recovery, oidc.
+    method: Mapped[str] = mapped_column(String(32))
+    client: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class RecoveryCodeRow(Base):
+    """A single-use MFA recovery code: only its SHA-256 digest; ``used_at`` set when spent."""
+
+    __tablename__ = "recovery_codes"
+    __table_args__ = (UniqueConstraint("user_id", "digest"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(String(32), ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    used_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LoginThrottleRow(Base):
+    """Failed logins of one key (``user:NAME`` or ``client:ADDRESS``), for ``identity.throttle``."""
+
+    __tablename__ = "login_throttle"
+
+    key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure_at: Mapped[datetime | None] = mapped_column(default=None)
+    locked_until: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class SsoPendingLoginRow(Base):
+    """A single sign-on login between its start and the provider's callback (``store.sso``).
+
+    Keyed by the SHA-256 of the login's ``state`` (the state itself is never stored); the
+    ``nonce`` and PKCE ``code_verifier`` are sealed with the platform's ``SecretBox``.
+    """
+
+    __tablename__ = "sso_pending_logins"
+
+    state_digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    nonce: Mapped[bytes] = mapped_column(LargeBinary)
+    code_verifier: Mapped[bytes] = mapped_column(LargeBinary)
+    redirect_uri: Mapped[str] = mapped_column(String(2048))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
