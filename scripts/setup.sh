@@ -15,7 +15,7 @@ say() { printf '\n==> %s\n' "$*" >&2; }
 
 # --- system packages (Debian) ------------------------------------------------
 packages=(haproxy)
-$dev && packages+=(postgresql prometheus prometheus-alertmanager)
+$dev && packages+=(postgresql prometheus prometheus-alertmanager wrk)  # wrk: the load generator of benchmarks/authz
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -23,8 +23,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from pilothouse.api.auth import CurrentPrincipal, anywhere, get_platform, guarded
-from pilothouse.identity.accounts import check_scope
-from pilothouse.identity.cluster_access import MAX_TTL, MIN_TTL, WhoCanAnswer
+from pilothouse.identity.cluster_access import MAX_TTL, MIN_TTL, WhoCanAnswer, who_can_scope
 from pilothouse.identity.policy import Permission
 from pilothouse.platform import Platform
 
@@ -118,6 +117,6 @@ async def who_can(
     namespace: Annotated[str | None, Query(max_length=63, description="Only in this namespace.")] = None,
 ) -> list[Any]:
     """Who can VERB RESOURCE, per cluster: the cluster's own RBAC and Pilothouse's roles."""
-    check_scope(cluster, namespace)
+    who_can_scope(cluster, namespace)  # validates the names (the guard checked roles:read there)
     answers = await platform.cluster_access.who_can(verb, resource, cluster=cluster, namespace=namespace)
     return [WhoCanOut.of(a) for a in answers]

@@ -14,12 +14,12 @@ import json
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from pilothouse.cli.access import authorized
 from pilothouse.cli.output import cli_errors, console, run
-from pilothouse.identity.accounts import check_scope
-from pilothouse.identity.cluster_access import WhoCanAnswer
+from pilothouse.identity.cluster_access import WhoCanAnswer, who_can_scope
 from pilothouse.identity.policy import Permission
 
 app = typer.Typer(name="access", help="Who can do what in the fleet's clusters.", no_args_is_help=True)
@@ -56,7 +56,7 @@ def who_can(
 ) -> None:
     """Who can VERB RESOURCE, per cluster: the cluster's own RBAC and Pilothouse's roles."""
     with cli_errors():
-        scope = check_scope(cluster, namespace)
+        scope = who_can_scope(cluster, namespace)
         with authorized(Permission.ROLES_READ, scope) as (platform, _principal):
             answers = run(
                 platform.cluster_access.who_can(verb, resource, cluster=cluster, namespace=namespace)
@@ -71,12 +71,14 @@ def who_can(
             f" in {namespace}" if namespace else ""
         )
         if answer.error:
-            console.print(f"[bold]{answer.cluster}[/]: [red]not answered[/]: {answer.error}", highlight=False)
+            console.print(
+                f"[bold]{answer.cluster}[/]: [red]not answered[/]: {escape(answer.error)}", highlight=False
+            )
             continue
-        table = Table("KIND", "SUBJECT", "WHERE", "FROM", "VIA", title=title, title_justify="left")
+        table = Table("KIND", "SUBJECT", "WHERE", "FROM", "VIA", title=escape(title), title_justify="left")
         for h in answer.holders:
             name = h.name + (f" ({', '.join(h.members)})" if h.members else "")
             name += f" [only {', '.join(h.only_names)}]" if h.only_names else ""
             source = "[cyan]pilothouse[/]" if h.source == "pilothouse" else "cluster"
-            table.add_row(h.kind, name, h.where, source, h.via)
+            table.add_row(escape(h.kind), escape(name), escape(h.where), source, escape(h.via))
         console.print(table)

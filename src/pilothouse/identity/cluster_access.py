@@ -37,8 +37,8 @@ import yaml
 
 from pilothouse import errors
 from pilothouse.identity import rbac_plan
-from pilothouse.identity.accounts import Accounts
-from pilothouse.identity.policy import Principal, compute_cluster_access
+from pilothouse.identity.accounts import Accounts, check_scope
+from pilothouse.identity.policy import Binding, Principal, Scope, ScopeKind, compute_cluster_access
 from pilothouse.identity.rbac_sync import ClusterDirectory, RbacSync, policy_bindings
 from pilothouse.identity.who_can import AccessQuery, ClusterRbac, Holder, compute_who_can
 from pilothouse.kube import rbac as kube_rbac
@@ -51,6 +51,7 @@ log = structlog.get_logger(__name__)
 MAX_TTL = timedelta(hours=1)
 MIN_TTL = timedelta(seconds=10)
 _VERB = re.compile(r"^(\*|[a-z][a-z-]{0,31})$")
+_NAMESPACE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _RESOURCE = re.compile(r"^[a-z0-9*][a-z0-9.*-]{0,252}(/[a-z*]{1,63})?$")
 
 
@@ -91,6 +92,12 @@ def check_ttl(ttl: timedelta | None) -> timedelta:
             hint=f"ask for at least {int(MIN_TTL.total_seconds())}s",
         )
     return ttl
+
+
+def who_can_scope(cluster: str | None, namespace: str | None) -> Scope:
+    """Where ``roles:read`` is needed to ask: the namespace or cluster asked about; the platform when
+    no cluster is named (a namespace on every cluster is a fleet-wide question)."""
+    return check_scope(cluster, namespace) if cluster else Scope.platform()
 
 
 class ClusterAccess:
@@ -182,11 +189,18 @@ class ClusterAccess:
     async def who_can(
         self, verb: str, resource: str, *, cluster: str | None = None, namespace: str | None = None
     ) -> tuple[WhoCanAnswer, ...]:
-        """Who can ``verb`` ``resource`` (in ``namespace``) on ``cluster``, or on every running cluster."""
+        """Who can ``verb`` ``resource`` (in ``namespace``) on ``cluster``, or on every running cluster.
+
+        The caller needs ``roles:read`` at ``who_can_scope(cluster, namespace)``.
+        """
         verb, resource = verb.strip().lower(), resource.strip().lower()
         if not _VERB.match(verb):
             raise errors.InvalidInput(
                 f"{verb[:40]!r} is not a verb", hint="e.g. get, list, create, delete, *"
+            )
+        if namespace and not _NAMESPACE.match(namespace):
+            raise errors.InvalidInput(
+                f"{namespace[:80]!r} is not a valid namespace name", hint="a lower-case DNS label, e.g. web"
             )
         if not _RESOURCE.match(resource):
             raise errors.InvalidInput(
@@ -198,7 +212,13 @@ class ClusterAccess:
             records = [
                 r for r in await asyncio.to_thread(self.clusters.clusters) if r.phase == ClusterPhase.RUNNING
             ]
-        bindings = await asyncio.to_thread(policy_bindings, self.accounts)
+        everywhere: list[Binding] = []  # platform bindings reach every cluster; the others one each
+        by_cluster: dict[str, list[Binding]] = {}
+        for binding in await asyncio.to_thread(policy_bindings, self.accounts):
+            if binding.scope.kind is ScopeKind.PLATFORM:
+                everywhere.append(binding)
+            else:
+                by_cluster.setdefault(binding.scope.cluster, []).append(binding)
         teams = {t.name: t.members for t in await asyncio.to_thread(self.accounts.list_teams)}
 
         async def one(name: str) -> WhoCanAnswer:
@@ -217,6 +237,7 @@ class ClusterAccess:
             rbac = ClusterRbac(
                 objects.cluster_roles, objects.cluster_role_bindings, objects.roles, objects.role_bindings
             )
+            bindings = [*everywhere, *by_cluster.get(name, [])]
             holders = compute_who_can(rbac, query, cluster=name, bindings=bindings, teams=teams)
             return WhoCanAnswer(name, query.qualified, served.namespaced, holders)
 
