@@ -329,7 +329,7 @@ def wrk(url: str, *, connections: int, seconds: int, headers: Sequence[str] = ()
     out = subprocess.run(
         [*command, url], capture_output=True, text=True, check=True, timeout=seconds + 60
     ).stdout
-    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.MULTILINE))
     total = re.search(r"(\d+) requests in", out)
     per_second = re.search(r"Requests/sec:\s+([\d.]+)", out)
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
