@@ -65,7 +65,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from pilothouse import errors
-from pilothouse.fleet.upgrade_plan import KUBELET_MAX_SKEW, Finding, Severity, Version
+from pilothouse.fleet.upgrade_plan import KUBELET_MAX_SKEW, Finding, Judged, PlanStep, Severity, Version
 
 #: Delays between eviction rounds that made no progress (a 429 from a budget); the last repeats.
 RETRY_DELAYS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 5.0)
@@ -361,12 +361,6 @@ def simulate(batches: Sequence[Batch], *, nodes: int) -> list[Moment]:
 
 
 @dataclass(frozen=True)
-class PlanStep:
-    name: str
-    title: str
-
-
-@dataclass(frozen=True)
 class RolloutFacts:
     """Everything ``plan_rollout`` reads."""
 
@@ -388,7 +382,7 @@ class RolloutFacts:
 
 
 @dataclass(frozen=True)
-class RolloutPlan:
+class RolloutPlan(Judged):
     cluster: str
     target: str
     limits: Limits
@@ -396,18 +390,6 @@ class RolloutPlan:
     batches: tuple[Batch, ...]
     exempt: tuple[str, ...]  # workloads already failing: the health gate ignores them
     findings: tuple[Finding, ...]
-
-    @property
-    def blockers(self) -> tuple[Finding, ...]:
-        return tuple(f for f in self.findings if f.severity is Severity.BLOCKER)
-
-    @property
-    def warnings(self) -> tuple[Finding, ...]:
-        return tuple(f for f in self.findings if f.severity is Severity.WARNING)
-
-    @property
-    def allowed(self) -> bool:
-        return not self.blockers
 
     @property
     def old_nodes(self) -> tuple[str, ...]:

@@ -114,6 +114,24 @@ class PlanStep:
     title: str
 
 
+class Judged:
+    """A plan with findings: it may go ahead only without blockers (shared by the planners)."""
+
+    findings: tuple[Finding, ...]
+
+    @property
+    def blockers(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.severity is Severity.BLOCKER)
+
+    @property
+    def warnings(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.severity is Severity.WARNING)
+
+    @property
+    def allowed(self) -> bool:
+        return not self.blockers
+
+
 @dataclass(frozen=True)
 class PdbFacts:
     namespace: str
@@ -174,24 +192,12 @@ class UpgradeFacts:
 
 
 @dataclass(frozen=True)
-class UpgradePlan:
+class UpgradePlan(Judged):
     cluster: str
     current: str
     target: str
     steps: tuple[PlanStep, ...]
     findings: tuple[Finding, ...]
-
-    @property
-    def blockers(self) -> tuple[Finding, ...]:
-        return tuple(f for f in self.findings if f.severity is Severity.BLOCKER)
-
-    @property
-    def warnings(self) -> tuple[Finding, ...]:
-        return tuple(f for f in self.findings if f.severity is Severity.WARNING)
-
-    @property
-    def allowed(self) -> bool:
-        return not self.blockers
 
     def to_dict(self) -> dict[str, Any]:
         return {
