@@ -448,7 +448,9 @@ async def test_scheduled_backups_take_each_cron_slot_once_and_keep_the_last_two(
         name="every-5m", cron="*/5 * * * *", clusters=(CLUSTER,), keep_last=2
     )
     other = backup_plan.BackupSchedule(name="elsewhere", cron="* * * * *", clusters=("no-match-*",))
-    base = datetime.now(UTC)
+    now = datetime.now(UTC)
+    # 30 s into a 5-minute slot, so that +1 minute stays in it whenever the test runs
+    base = now.replace(second=30, microsecond=0) - timedelta(minutes=now.minute % 5)
     made = []
     for offset in (0, 0, 1, 5, 10):
         made.append(

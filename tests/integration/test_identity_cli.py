@@ -170,3 +170,26 @@ def test_tokens_are_issued_scoped_listed_without_values_and_revoked(
     ok(cli(env, "token", "revoke", "ci"))
     with pytest.raises(Exception, match="revoked"):
         platform.identity.authenticate(token)
+
+
+def test_day_two_commands_go_through_the_same_check(env: dict[str, str], platform: Platform) -> None:
+    """Cluster, fleet, alert and operation commands are checked like identity commands."""
+    ok(cli(env, "user", "create", "fred", "--password-stdin", stdin=f"{PASSWORD}\n"))
+    ok(cli(env, "role", "bind", "operator", "--user", "fred", "--cluster", "prod"))
+    ok(cli(env, "login", "--user", "fred", "--password-stdin", stdin=f"{PASSWORD}\n"))
+    try:
+        # allowed on prod: the command runs (and finds no such cluster in this store)
+        shown = cli(env, "cluster", "show", "prod")
+        assert "has no role granting" not in shown.stderr, shown.stderr
+        assert shown.returncode == 1
+        refused(
+            cli(env, "cluster", "kubeconfig", "prod"), "user:fred has no role granting clusters:credentials"
+        )
+        refused(cli(env, "cluster", "stop", "staging"), "clusters:write on cluster/staging")
+        refused(cli(env, "fleet", "status"), "clusters:read on platform")
+        refused(cli(env, "cluster", "create", "new-one"), "clusters:write on platform")
+        refused(cli(env, "alerts", "silence", "cluster=prod"), "alerts:manage on platform")
+        refused(cli(env, "backup", "create", "staging"), "clusters:write on cluster/staging")
+        refused(cli(env, "operations", "pause", "0123abcd"), "clusters:write on platform")
+    finally:
+        ok(cli(env, "logout"))

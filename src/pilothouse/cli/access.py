@@ -26,7 +26,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -164,6 +164,32 @@ def authorized_anywhere(permission: Permission) -> Iterator[tuple[Platform, Prin
     with open_platform() as platform:
         principal = cli_principal(platform)
         platform.identity.check_anywhere(principal, permission)
+        yield platform, principal
+
+
+@contextmanager
+def authorized_for(
+    permission: Permission, clusters: str | Sequence[str] | None = None
+) -> Iterator[tuple[Platform, Principal]]:
+    """``authorized`` for each named cluster, or at platform scope when none is named (a
+    command about the whole fleet needs the permission on the whole fleet)."""
+    names = [clusters] if isinstance(clusters, str) else list(clusters or ())
+    with open_platform() as platform:
+        principal = cli_principal(platform)
+        for scope in [Scope.of_cluster(n) for n in names] or [Scope.platform()]:
+            platform.identity.check(principal, permission, scope)
+        yield platform, principal
+
+
+@contextmanager
+def authorized_operation(permission: Permission, operation_id: str) -> Iterator[tuple[Platform, Principal]]:
+    """``authorized`` at the cluster of the operation ``operation_id`` (a unique id prefix) names;
+    at platform scope when the prefix names none or several (the command then says which)."""
+    with open_platform() as platform:
+        principal = cli_principal(platform)
+        matches = {r.cluster for r in platform.operations.store.list() if r.id.startswith(operation_id)}
+        scope = Scope.of_cluster(matches.pop()) if len(matches) == 1 else Scope.platform()
+        platform.identity.check(principal, permission, scope)
         yield platform, principal
 
 

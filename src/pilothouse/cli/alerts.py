@@ -11,8 +11,9 @@ import typer
 from rich.table import Table
 
 from pilothouse import errors
-from pilothouse.cli.context import open_platform
+from pilothouse.cli.access import authorized_for
 from pilothouse.cli.output import cli_errors, console
+from pilothouse.identity.policy import Permission
 
 app = typer.Typer(
     name="alerts", help="Alerts of the fleet: list, acknowledge, silence.", no_args_is_help=True
@@ -36,7 +37,7 @@ def list_(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Pending and firing alerts, newest first."""
-    with cli_errors(), open_platform() as platform:
+    with cli_errors(), authorized_for(Permission.CLUSTERS_READ, cluster) as (platform, _principal):
         records = platform.alerts.current(cluster=cluster, include_resolved=include_resolved)
         if as_json:
             from pilothouse.api.alerts import AlertOut
@@ -63,7 +64,7 @@ def ack(
     fingerprint: Annotated[str, typer.Argument(help="The alert's fingerprint (a unique prefix will do).")],
 ) -> None:
     """Acknowledge an alert: no repeated notices until it resolves."""
-    with cli_errors(), open_platform() as platform:
+    with cli_errors(), authorized_for(Permission.ALERTS_MANAGE, None) as (platform, _principal):
         matches = [
             r for r in platform.alerts.current(include_resolved=True) if r.fingerprint.startswith(fingerprint)
         ]
@@ -82,7 +83,7 @@ def silence(
     comment: Annotated[str, typer.Option(help="Why.")] = "",
 ) -> None:
     """Silence notifications of matching alerts (their state is still tracked)."""
-    with cli_errors(), open_platform() as platform:
+    with cli_errors(), authorized_for(Permission.ALERTS_MANAGE, None) as (platform, _principal):
         record = platform.alerts.silence(
             matchers, duration=parse_duration(duration), by=CLI_USER, comment=comment
         )
@@ -92,7 +93,7 @@ def silence(
 @app.command("silences")
 def silences() -> None:
     """Active and future silences."""
-    with cli_errors(), open_platform() as platform:
+    with cli_errors(), authorized_for(Permission.CLUSTERS_READ, None) as (platform, _principal):
         table = Table("ID", "MATCHERS", "FROM", "UNTIL", "BY", "COMMENT")
         for s in platform.alerts.silences():
             table.add_row(
@@ -109,6 +110,6 @@ def silences() -> None:
 @app.command("unsilence")
 def unsilence(silence_id: Annotated[str, typer.Argument(help="Silence id.")]) -> None:
     """Expire a silence now."""
-    with cli_errors(), open_platform() as platform:
+    with cli_errors(), authorized_for(Permission.ALERTS_MANAGE, None) as (platform, _principal):
         platform.alerts.expire_silence(silence_id)
         console.print(f"expired silence {silence_id}")

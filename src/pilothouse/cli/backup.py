@@ -17,8 +17,9 @@ import typer
 from rich.filesize import decimal
 from rich.table import Table
 
-from pilothouse.cli.context import open_platform
+from pilothouse.cli.access import authorized_for
 from pilothouse.cli.output import cli_errors, console, err_console, progress_bars, run
+from pilothouse.identity.policy import Permission
 from pilothouse.platform import Platform
 from pilothouse.store.backups import BackupRecord
 from pilothouse.store.operations import OperationRecord
@@ -70,7 +71,7 @@ def _backup_table(title: str | None = None) -> Table:
 @app.command("create")
 def create(cluster: ClusterArg, as_json: JsonOption = False) -> None:
     """Snapshot CLUSTER's etcd now and store it (checksummed) in the configured backup store."""
-    with cli_errors(), open_platform() as platform:
+    with cli_errors(), authorized_for(Permission.CLUSTERS_WRITE, cluster) as (platform, _principal):
         with progress_bars() as sink:
             backup = run(platform.backups.create(cluster, progress=sink))
         if as_json:
@@ -88,7 +89,7 @@ def list_(
     as_json: JsonOption = False,
 ) -> None:
     """Backups, newest first."""
-    with cli_errors(), open_platform() as platform:
+    with cli_errors(), authorized_for(Permission.CLUSTERS_READ, cluster) as (platform, _principal):
         records = platform.backups.records(cluster)
         if as_json:
             typer.echo(json.dumps([b.to_dict() for b in records], indent=2))
@@ -113,7 +114,7 @@ def restore(
     detach: DetachOption = False,
 ) -> None:
     """Restore CLUSTER's etcd from BACKUP into fresh members, then restart the control plane (resumable)."""
-    with cli_errors(), open_platform() as platform:
+    with cli_errors(), authorized_for(Permission.CLUSTERS_WRITE, cluster) as (platform, _principal):
         record = run(platform.backups.start_restore(cluster, backup, force=force, created_by=CLI_USER))
         console.print(f"operation {record.id}: restore {cluster} from backup {record.spec['backup'][:12]}")
         if not detach:
@@ -123,7 +124,7 @@ def restore(
 @app.command("delete")
 def delete(backup: Annotated[str, typer.Argument(help="The backup's id (a unique prefix will do).")]) -> None:
     """Delete a backup: its snapshot file and its record."""
-    with cli_errors(), open_platform() as platform:
+    with cli_errors(), authorized_for(Permission.CLUSTERS_WRITE, None) as (platform, _principal):
         removed = platform.backups.delete(backup)
         console.print(f"deleted backup {removed.id[:12]} of {removed.cluster}")
 
@@ -150,7 +151,7 @@ def drill(
     as_json: JsonOption = False,
 ) -> None:
     """Snapshot CLUSTER, restore it into a scratch cluster, compare every object, report RPO and RTO."""
-    with cli_errors(), open_platform() as platform:
+    with cli_errors(), authorized_for(Permission.CLUSTERS_WRITE, cluster) as (platform, _principal):
         record = run(platform.drills.start(cluster, keep_backup=keep_backup, created_by=CLI_USER))
         if not as_json:
             console.print(f"operation {record.id}: DR drill of {cluster}")

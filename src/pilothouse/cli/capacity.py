@@ -17,10 +17,11 @@ from rich.table import Table
 
 from pilothouse import errors
 from pilothouse.api.capacity import CapacityOut, FleetCapacityOut, capacity_of, running_clusters
-from pilothouse.cli.context import open_platform
+from pilothouse.cli.access import authorized_for
 from pilothouse.cli.output import cli_errors, console, run
 from pilothouse.fleet import capacity
 from pilothouse.fleet.inventory import ClusterInventory, FleetInventory
+from pilothouse.identity.policy import Permission
 from pilothouse.platform import Platform
 
 app = typer.Typer(name="capacity", help="Capacity and cost of clusters.", no_args_is_help=True)
@@ -109,7 +110,7 @@ def report(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Requested vs allocatable CPU and memory, idle capacity and cost per hour, per cluster and group."""
-    with cli_errors(), open_platform() as platform:
+    with cli_errors(), authorized_for(Permission.CLUSTERS_READ, names) as (platform, _principal):
         table = read_price_table(prices)
         wanted = names or running_clusters(platform)
         for name in wanted:

@@ -8,9 +8,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from pilothouse.cli.context import open_platform
+from pilothouse.cli.access import authorized_for
 from pilothouse.cli.operations import CLI_USER, drive
 from pilothouse.cli.output import cli_errors, console
+from pilothouse.identity.policy import Permission
 
 app = typer.Typer(
     name="certificates", help="Certificates of local clusters: expiry and rotation.", no_args_is_help=True
@@ -24,7 +25,7 @@ def list_(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Every certificate of CLUSTER, soonest expiry first."""
-    with cli_errors(), open_platform() as platform:
+    with cli_errors(), authorized_for(Permission.CLUSTERS_READ, cluster) as (platform, _principal):
         found = platform.certificates.status(cluster)
         if as_json:
             typer.echo(
@@ -61,7 +62,7 @@ def rotate(
     ] = False,
 ) -> None:
     """Re-issue every leaf certificate and restart processes one at a time (no downtime when HA)."""
-    with cli_errors(), open_platform() as platform:
+    with cli_errors(), authorized_for(Permission.CLUSTERS_WRITE, cluster) as (platform, _principal):
         record = platform.certificates.start_rotation(cluster, created_by=CLI_USER)
         console.print(f"operation {record.id}: rotate the certificates of {cluster}")
         if not detach:

@@ -10,9 +10,10 @@ import typer
 from rich.table import Table
 
 from pilothouse import errors
-from pilothouse.cli.context import open_platform
+from pilothouse.cli.access import authorized_for
 from pilothouse.cli.output import cli_errors, console, err_console, progress_bars, run
 from pilothouse.fleet import requests
+from pilothouse.identity.policy import Permission
 from pilothouse.kube.credentials import read_kubeconfig_file
 
 app = typer.Typer(name="cluster", help="Create, import and manage clusters.", no_args_is_help=True)
@@ -39,7 +40,7 @@ def create(
     ] = None,
 ) -> None:
     """Create a local cluster of real control-plane processes and wait until its nodes are Ready."""
-    with cli_errors(), open_platform() as platform:
+    with cli_errors(), authorized_for(Permission.CLUSTERS_WRITE, None) as (platform, _principal):
         if provider != "local":
             raise errors.InvalidInput(
                 f"unknown provider {provider!r}",
@@ -68,7 +69,7 @@ def import_(
     context: Annotated[str | None, typer.Option(help="Context to use (default: current-context).")] = None,
 ) -> None:
     """Register an existing cluster; its credentials are checked and stored encrypted."""
-    with cli_errors(), open_platform() as platform:
+    with cli_errors(), authorized_for(Permission.CLUSTERS_WRITE, None) as (platform, _principal):
         text = read_kubeconfig_file(kubeconfig)
         request = requests.parse(requests.ImportCluster, name=name, kubeconfig=text, context=context)
         record = run(
@@ -84,7 +85,7 @@ def import_(
 @app.command("list")
 def list_() -> None:
     """List clusters."""
-    with cli_errors(), open_platform() as platform:
+    with cli_errors(), authorized_for(Permission.CLUSTERS_READ, None) as (platform, _principal):
         table = Table("NAME", "PROVIDER", "PHASE", "VERSION", "NODES", "CONTROL PLANES", "API", "MESSAGE")
         for r in platform.clusters.clusters():
             nodes = r.spec.get("nodes", r.runtime.get("nodes", ""))
@@ -104,7 +105,7 @@ def list_() -> None:
 @app.command("show")
 def show(name: NameArg) -> None:
     """Show one cluster, with the live state of a local cluster's processes."""
-    with cli_errors(), open_platform() as platform:
+    with cli_errors(), authorized_for(Permission.CLUSTERS_READ, name) as (platform, _principal):
         view = platform.clusters.view(name)
         r = view.record
         for key, value in (
@@ -140,7 +141,7 @@ def kubeconfig(
     ] = None,
 ) -> None:
     """Print (or write) an admin kubeconfig for the cluster."""
-    with cli_errors(), open_platform() as platform:
+    with cli_errors(), authorized_for(Permission.CLUSTERS_CREDENTIALS, name) as (platform, _principal):
         text = platform.clusters.kubeconfig(name)
         if output is None:
             typer.echo(text, nl=False)
@@ -154,7 +155,11 @@ def kubeconfig(
 @app.command("start")
 def start(name: NameArg) -> None:
     """Start a stopped local cluster (same ports, same data)."""
-    with cli_errors(), open_platform() as platform, progress_bars() as sink:
+    with (
+        cli_errors(),
+        authorized_for(Permission.CLUSTERS_WRITE, name) as (platform, _principal),
+        progress_bars() as sink,
+    ):
         record = run(platform.clusters.start(name, progress=sink))
         console.print(f"cluster [bold]{record.name}[/] is {record.phase}")
 
@@ -162,7 +167,7 @@ def start(name: NameArg) -> None:
 @app.command("stop")
 def stop(name: NameArg) -> None:
     """Stop every process of a local cluster, keeping its data."""
-    with cli_errors(), open_platform() as platform:
+    with cli_errors(), authorized_for(Permission.CLUSTERS_WRITE, name) as (platform, _principal):
         record = run(platform.clusters.stop(name))
         console.print(f"cluster [bold]{record.name}[/] is {record.phase}")
 
@@ -173,7 +178,7 @@ def delete(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete a cluster: a local one's processes and files; an imported one's record only."""
-    with cli_errors(), open_platform() as platform:
+    with cli_errors(), authorized_for(Permission.CLUSTERS_WRITE, name) as (platform, _principal):
         platform.clusters.get(name)
         if not yes and not typer.confirm(f"delete cluster {name}?"):
             raise typer.Exit(1)
@@ -202,7 +207,7 @@ def inventory(
                 ) from None
             return InventoryOut.of(snap)
 
-    with cli_errors(), open_platform() as platform:
+    with cli_errors(), authorized_for(Permission.CLUSTERS_READ, name) as (platform, _principal):
         platform.clusters.get(name)
         out = run(take())
         if as_json:

@@ -15,9 +15,10 @@ from pydantic import TypeAdapter
 from rich.table import Table
 
 from pilothouse.api.events import EventOut, search
-from pilothouse.cli.context import open_platform
+from pilothouse.cli.access import authorized_for
 from pilothouse.cli.output import cli_errors, console
 from pilothouse.fleet import events
+from pilothouse.identity.policy import Permission
 
 EVENTS_JSON = TypeAdapter(list[EventOut])
 app = typer.Typer(name="events", help="Kubernetes Events of the fleet.", no_args_is_help=True)
@@ -45,7 +46,7 @@ def search_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Search the fleet's stored events by cluster, namespace, object, reason, type, time and text."""
-    with cli_errors(), open_platform() as platform:
+    with cli_errors(), authorized_for(Permission.CLUSTERS_READ, cluster) as (platform, _principal):
         now = platform.now()
         query = events.EventQuery.from_text(
             since=since,

@@ -9,8 +9,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from pilothouse.cli.context import open_platform
+from pilothouse.cli.access import authorized_for
 from pilothouse.cli.output import cli_errors, console, run
+from pilothouse.identity.policy import Permission
 
 app = typer.Typer(name="fleet", help="Health of every cluster.", no_args_is_help=True)
 sla_app = typer.Typer(name="sla", help="Availability against the SLO.", no_args_is_help=True)
@@ -37,7 +38,7 @@ def _percent(value: float | None) -> str:
 @app.command("status")
 def status(as_json: JsonOption = False) -> None:
     """Probe every cluster now: API endpoints, etcd members, 24 h availability."""
-    with cli_errors(), open_platform() as platform:
+    with cli_errors(), authorized_for(Permission.CLUSTERS_READ, None) as (platform, _principal):
         results = run(platform.health.probe_once())
         rows = []
         for result in results:
@@ -77,7 +78,7 @@ def report(
     as_json: JsonOption = False,
 ) -> None:
     """Availability over 1 h, 24 h and 30 d, error budget and burn rates, from the recorded probes."""
-    with cli_errors(), open_platform() as platform:
+    with cli_errors(), authorized_for(Permission.CLUSTERS_READ, names) as (platform, _principal):
         wanted = names or [r.name for r in platform.clusters.clusters()]
         reports = [platform.health.report(name) for name in wanted]
         if as_json:

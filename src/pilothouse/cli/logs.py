@@ -6,8 +6,9 @@ from typing import Annotated
 
 import typer
 
-from pilothouse.cli.context import open_platform
+from pilothouse.cli.access import authorized_for
 from pilothouse.cli.output import cli_errors
+from pilothouse.identity.policy import Permission
 from pilothouse.providers.local import logfiles
 
 
@@ -21,7 +22,7 @@ def logs(
     lines: Annotated[int, typer.Option("--tail", "-n", min=0, help="Lines of history to print first.")] = 100,
 ) -> None:
     """Print a control-plane process's log (rotated copies sit next to it as .1, .2, …)."""
-    with cli_errors(), open_platform() as platform:
+    with cli_errors(), authorized_for(Permission.CLUSTERS_READ, cluster) as (platform, _principal):
         path = platform.clusters.log_file(cluster, process)
     for line in logfiles.tail(path, lines):
         typer.echo(line)

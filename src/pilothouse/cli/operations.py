@@ -15,9 +15,10 @@ import typer
 from rich.table import Table
 
 from pilothouse import errors
-from pilothouse.cli.context import open_platform
+from pilothouse.cli.access import authorized_for, authorized_operation
 from pilothouse.cli.output import cli_errors, console, progress_bars, run
 from pilothouse.fleet import operations, upgrade_plan
+from pilothouse.identity.policy import Permission
 from pilothouse.platform import Platform
 from pilothouse.store.operations import OperationRecord
 from pilothouse.vocabulary import OperationPhase, OperationRequest
@@ -56,7 +57,7 @@ def plan(
     as_json: JsonOption = False,
 ) -> None:
     """The ordered steps of upgrading CLUSTER, and everything that blocks or risks it."""
-    with cli_errors(), open_platform() as platform:
+    with cli_errors(), authorized_for(Permission.CLUSTERS_READ, cluster) as (platform, _principal):
         result = run(_plan(platform, cluster, to))
         if as_json:
             typer.echo(json.dumps(result.to_dict(), indent=2))
@@ -82,7 +83,7 @@ def apply(
     ] = False,
 ) -> None:
     """Upgrade CLUSTER's control plane, one process at a time (resumable)."""
-    with cli_errors(), open_platform() as platform:
+    with cli_errors(), authorized_for(Permission.CLUSTERS_WRITE, cluster) as (platform, _principal):
         record = run(_start(platform, cluster, to))
         console.print(f"operation {record.id}: upgrade {cluster} to {record.spec['to']}")
         if detach:
@@ -127,7 +128,7 @@ def list_(
     as_json: JsonOption = False,
 ) -> None:
     """Operations, newest first."""
-    with cli_errors(), open_platform() as platform:
+    with cli_errors(), authorized_for(Permission.CLUSTERS_READ, cluster) as (platform, _principal):
         records = platform.operations.store.list(cluster=cluster)
         if as_json:
             typer.echo(json.dumps([_as_dict(r) for r in records], indent=2))
@@ -154,7 +155,7 @@ def show(
     as_json: JsonOption = False,
 ) -> None:
     """One operation and its journal of steps."""
-    with cli_errors(), open_platform() as platform:
+    with cli_errors(), authorized_operation(Permission.CLUSTERS_READ, operation_id) as (platform, _principal):
         record = _resolve(platform, operation_id)
         if as_json:
             typer.echo(json.dumps(_as_dict(record), indent=2))
@@ -171,7 +172,10 @@ def show(
 @app.command("pause")
 def pause(operation_id: Annotated[str, typer.Argument(help="The operation's id.")]) -> None:
     """Pause after the current step."""
-    with cli_errors(), open_platform() as platform:
+    with (
+        cli_errors(),
+        authorized_operation(Permission.CLUSTERS_WRITE, operation_id) as (platform, _principal),
+    ):
         record = platform.operations.store.request(
             _resolve(platform, operation_id).id, OperationRequest.PAUSE
         )
@@ -181,7 +185,10 @@ def pause(operation_id: Annotated[str, typer.Argument(help="The operation's id."
 @app.command("abort")
 def abort(operation_id: Annotated[str, typer.Argument(help="The operation's id.")]) -> None:
     """Abort after the current step; the cluster is left serving."""
-    with cli_errors(), open_platform() as platform:
+    with (
+        cli_errors(),
+        authorized_operation(Permission.CLUSTERS_WRITE, operation_id) as (platform, _principal),
+    ):
         record = platform.operations.store.request(
             _resolve(platform, operation_id).id, OperationRequest.ABORT
         )
@@ -196,7 +203,10 @@ def resume(
     ] = False,
 ) -> None:
     """Resume a paused or interrupted operation and drive it to its end here."""
-    with cli_errors(), open_platform() as platform:
+    with (
+        cli_errors(),
+        authorized_operation(Permission.CLUSTERS_WRITE, operation_id) as (platform, _principal),
+    ):
         record = platform.operations.store.resume(_resolve(platform, operation_id).id)
         console.print(f"operation {record.id}: resuming")
         if not detach:

@@ -17,12 +17,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from pilothouse.cli.access import authorized_for
 from pilothouse.cli.alerts import parse_duration
-from pilothouse.cli.context import open_platform
 from pilothouse.cli.operations import CLI_USER
 from pilothouse.cli.output import cli_errors, console, progress_bars, run
 from pilothouse.fleet import rollout_plan, rollouts
 from pilothouse.fleet.upgrade_plan import Severity
+from pilothouse.identity.policy import Permission
 from pilothouse.platform import Platform
 from pilothouse.store.operations import OperationRecord
 from pilothouse.vocabulary import OperationPhase
@@ -81,7 +82,7 @@ def plan(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """The batches a node rollout of CLUSTER would run, and what blocks or risks it."""
-    with cli_errors(), open_platform() as platform:
+    with cli_errors(), authorized_for(Permission.CLUSTERS_READ, cluster) as (platform, _principal):
         result = run(
             platform.rollouts.plan(
                 cluster, to=to, max_surge=max_surge, max_unavailable=max_unavailable, replace_all=replace_all
@@ -117,7 +118,7 @@ def start(
     ] = False,
 ) -> None:
     """Replace CLUSTER's nodes, batch by batch, never breaking a PodDisruptionBudget (resumable)."""
-    with cli_errors(), open_platform() as platform:
+    with cli_errors(), authorized_for(Permission.CLUSTERS_WRITE, cluster) as (platform, _principal):
         record = run(
             platform.rollouts.start(
                 cluster,
