@@ -4,7 +4,7 @@ Pure. ``EventQuery`` is what the API and the CLI ask for (``from_text`` reads
 their time bounds); ``store.events.EventStore.search`` answers it in SQL over
 the persisted events (``fleet.event_log`` writes them from the watch caches,
 and bounds them by age and count per cluster). ``search_events`` applies the
-same matching and order to events in memory, read through the ``EventLike``
+same matching and order to events in memory, read through the ``EventFields``
 protocol: it is the reference the store's SQL is tested against. This module
 imports no adapter.
 
@@ -22,40 +22,16 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from pilothouse import errors
+from pilothouse.shapes import EventFields
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 5_000
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _OLDEST = datetime.min.replace(tzinfo=UTC)
-
-
-class EventLike(Protocol):
-    """What is read from an event; ``kube.summaries.EventSummary`` is one."""
-
-    @property
-    def namespace(self) -> str: ...
-    @property
-    def name(self) -> str: ...
-    @property
-    def involved_kind(self) -> str: ...
-    @property
-    def involved_name(self) -> str: ...
-    @property
-    def reason(self) -> str: ...
-    @property
-    def type(self) -> str: ...
-    @property
-    def message(self) -> str: ...
-    @property
-    def count(self) -> int: ...
-    @property
-    def last_timestamp(self) -> datetime | None: ...
-    @property
-    def source(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +67,7 @@ class EventQuery:
             **fields,
         )
 
-    def matches(self, cluster: str, event: EventLike) -> bool:
+    def matches(self, cluster: str, event: EventFields) -> bool:
         if self.cluster is not None and cluster != self.cluster:
             return False
         if self.namespace is not None and event.namespace != self.namespace:
@@ -123,7 +99,7 @@ class FoundEvent:
     """An event that matched, with the cluster it came from."""
 
     cluster: str
-    event: EventLike
+    event: EventFields
 
 
 def _stamp(found: FoundEvent) -> tuple[bool, datetime]:
@@ -131,7 +107,7 @@ def _stamp(found: FoundEvent) -> tuple[bool, datetime]:
     return stamp is not None, stamp or _OLDEST
 
 
-def search_events(rings: Mapping[str, Iterable[EventLike]], query: EventQuery) -> list[FoundEvent]:
+def search_events(rings: Mapping[str, Iterable[EventFields]], query: EventQuery) -> list[FoundEvent]:
     """The events of ``rings`` (cluster → its cached events) that match ``query``, newest first."""
     found = [
         FoundEvent(cluster, event)

@@ -50,6 +50,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from pilothouse import errors
+from pilothouse.shapes import EventFields
 from pilothouse.store.db import Database
 from pilothouse.store.models import Base, ClusterRow, KubeEventRow
 
@@ -57,31 +58,6 @@ log = structlog.get_logger(__name__)
 
 _KEY = ["cluster_id", "namespace", "name"]
 _NO_SYNC = {"synchronize_session": False}  # bulk deletes: no ORM objects to keep in step
-
-
-class EventFields(Protocol):
-    """What is stored of an event; ``kube.summaries.EventSummary`` has these fields."""
-
-    @property
-    def namespace(self) -> str: ...
-    @property
-    def name(self) -> str: ...
-    @property
-    def involved_kind(self) -> str: ...
-    @property
-    def involved_name(self) -> str: ...
-    @property
-    def reason(self) -> str: ...
-    @property
-    def type(self) -> str: ...
-    @property
-    def message(self) -> str: ...
-    @property
-    def count(self) -> int: ...
-    @property
-    def last_timestamp(self) -> datetime | None: ...
-    @property
-    def source(self) -> str: ...
 
 
 class EventFilter(Protocol):
