@@ -32,25 +32,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
 import gc
 import json
-import multiprocessing
 import os
-import platform as platform_mod
-import signal
 import statistics
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
-from pathlib import Path
-from typing import Any
 
 import httpx2
 import psutil
+from harness import MIB, in_child, kill_leftovers, machine
 
 from pilothouse import logs
 from pilothouse.fleet import requests
@@ -61,50 +54,12 @@ from pilothouse.reconcile.loop import jobs_of, run_periodically
 from pilothouse.settings import load_settings
 from pilothouse.store.clusters import ClusterRecord
 
-MIB = 1024 * 1024
 #: The jobs of ``pilothouse up`` that observe clusters (reconcile, log rotation, compaction and
 #: pruning act on local processes or the store, not on what is watched).
 OBSERVABILITY = ("inventory", "health", "changes", "alerts")
 
 
 # ----- child processes -------------------------------------------------------------------------
-
-
-def _child_entry(conn: Connection, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-    logs.configure("WARNING")
-    try:
-        conn.send((True, fn(*args)))
-    except BaseException as exc:
-        conn.send((False, f"{type(exc).__name__}: {exc}"))
-    finally:
-        conn.close()
-
-
-async def in_child(fn: Callable[..., Any], *args: Any) -> Any:
-    """Run ``fn(*args)`` in a fresh (spawned) process and return its result. If this is
-    cancelled (Ctrl-C), the child gets SIGINT, then SIGKILL after 30 s."""
-    ctx = multiprocessing.get_context("spawn")
-    receiver, sender = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child_entry, args=(sender, fn, args), name=fn.__name__)
-    proc.start()
-    sender.close()
-    try:
-        ok, value = await asyncio.to_thread(receiver.recv)
-    except EOFError:
-        raise RuntimeError(f"{fn.__name__} died (exit code {proc.exitcode})") from None
-    finally:
-        await asyncio.to_thread(proc.join, 10)  # done, or a terminal's Ctrl-C reached it too
-        if proc.is_alive() and proc.pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGINT)  # let it clean up what it was creating
-            await asyncio.to_thread(proc.join, 30)
-            if proc.is_alive():
-                proc.kill()
-        await asyncio.to_thread(proc.join)
-        receiver.close()
-    if not ok:
-        raise RuntimeError(f"{fn.__name__} failed: {value}")
-    return value
 
 
 def provision_child(names: list[str], nodes: int, pods: int) -> list[dict[str, float]]:
@@ -275,32 +230,6 @@ async def observe(
 
 
 # ----- orchestration -----------------------------------------------------------------------------
-
-
-def machine() -> str:
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return (
-        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M UTC}, {os.cpu_count()} CPUs ({model}), "
-        f"{psutil.virtual_memory().total / MIB / 1024:.1f} GiB, Linux {platform_mod.release()}, "
-        f"Python {platform_mod.python_version()}"
-    )
-
-
-def kill_leftovers(marker: str) -> list[str]:
-    """SIGKILL processes whose command line names ``marker`` (this run's temporary directory)."""
-    killed = []
-    for proc in psutil.process_iter(["cmdline", "name"]):
-        with contextlib.suppress(psutil.Error):
-            cmdline = proc.info["cmdline"] or []
-            if proc.pid != os.getpid() and any(marker in arg for arg in cmdline):
-                proc.kill()
-                killed.append(f"{proc.pid} {proc.info['name']}")
-    return killed
 
 
 async def delete_all(platform: Platform) -> list[str]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import stat
-from pathlib import Path
 
 import pytest
 import yaml
@@ -41,12 +39,3 @@ def test_kwok_stages_cover_nodes_and_pod_lifecycle() -> None:
     assert any(s["spec"]["next"].get("delete") for s in stages), "a stage completes pod deletion"
     (configuration,) = [d for d in documents if d["kind"] == "KwokConfiguration"]
     assert configuration["options"]["podPlayStageParallelism"] > 4  # wider than kwok's default
-
-
-def test_write_file_is_atomic_with_mode(tmp_path: Path) -> None:
-    target = tmp_path / "sub" / "f.yaml"
-    config_files.write_file(target, "a: 1\n", mode=0o600)
-    config_files.write_file(target, "a: 2\n", mode=0o600)
-    assert target.read_text() == "a: 2\n"
-    assert stat.S_IMODE(target.stat().st_mode) == 0o600
-    assert [p.name for p in target.parent.iterdir()] == ["f.yaml"]

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from pilothouse import errors
+from pilothouse.atomic_files import fsync_dir, fsync_file
 from pilothouse.binaries import catalog
 from pilothouse.binaries import manifest as manifest_mod
 from pilothouse.vocabulary import CACHED_COMPONENTS, Component
@@ -200,13 +201,13 @@ class BinaryCache:
         for name in manifest.binaries:
             binary = staging_dir / name
             binary.chmod(0o755)
-            _fsync_file(binary)
+            fsync_file(binary)
         manifest_tmp = staging_dir / f".{MANIFEST_NAME}.tmp"
         manifest_tmp.write_text(manifest.to_json())
-        _fsync_file(manifest_tmp)
+        fsync_file(manifest_tmp)
         manifest_tmp.rename(staging_dir / MANIFEST_NAME)
         staging_dir.chmod(0o755)
-        _fsync_dir(staging_dir)
+        fsync_dir(staging_dir)
 
         target = self.version_dir(ver)
         trash: Path | None = None
@@ -214,7 +215,7 @@ class BinaryCache:
             trash = self.root / f".trash-v{ver}-{uuid.uuid4().hex[:8]}"
             target.rename(trash)
         staging_dir.rename(target)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
         return target
@@ -240,14 +241,14 @@ class BinaryCache:
         for name in added:
             binary = Path(staging_dir) / name
             binary.chmod(0o755)
-            _fsync_file(binary)
+            fsync_file(binary)
             binary.rename(target / name)
-        _fsync_dir(target)
+        fsync_dir(target)
         manifest_tmp = target / f".{MANIFEST_NAME}.tmp"
         manifest_tmp.write_text(manifest.to_json())
-        _fsync_file(manifest_tmp)
+        fsync_file(manifest_tmp)
         manifest_tmp.rename(target / MANIFEST_NAME)
-        _fsync_dir(target)
+        fsync_dir(target)
         return target
 
     def remove(self, version: str) -> None:
@@ -263,7 +264,7 @@ class BinaryCache:
         with self.lock(ver):
             trash = self.root / f".trash-v{ver}-{uuid.uuid4().hex[:8]}"
             target.rename(trash)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
             shutil.rmtree(trash, ignore_errors=True)
 
 
@@ -285,19 +286,3 @@ def _check_against(directory: Path, manifest: manifest_mod.Manifest, *, installe
                 expected=record.sha256,
                 got=got,
             )
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

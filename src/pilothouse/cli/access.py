@@ -33,6 +33,7 @@ from datetime import datetime
 from pathlib import Path
 
 from pilothouse import errors
+from pilothouse.atomic_files import write_atomically
 from pilothouse.cli.context import open_platform
 from pilothouse.identity.accounts import Accounts, IssuedSession
 from pilothouse.identity.policy import Permission, Principal, Scope
@@ -58,20 +59,12 @@ def session_path(settings: Settings) -> Path:
 def save_session(settings: Settings, issued: IssuedSession) -> Path:
     """Write the session token for later commands: mode 0600, replaced atomically."""
     path = session_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    staging = path.with_name(f".{SESSION_FILE}.{os.getpid()}")
-    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(
-            {
-                "token": issued.token,
-                "user": issued.user.name,
-                "expires_at": issued.session.expires_at.isoformat(),
-            },
-            handle,
-        )
-    os.chmod(staging, 0o600)
-    os.replace(staging, path)
+    body = {
+        "token": issued.token,
+        "user": issued.user.name,
+        "expires_at": issued.session.expires_at.isoformat(),
+    }
+    write_atomically(path, json.dumps(body), mode=0o600)
     return path
 
 

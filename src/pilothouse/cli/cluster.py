@@ -11,7 +11,15 @@ from rich.table import Table
 
 from pilothouse import errors
 from pilothouse.cli.access import authorized_for
-from pilothouse.cli.output import cli_errors, console, err_console, progress_bars, run
+from pilothouse.cli.output import (
+    YesOption,
+    cli_errors,
+    confirm_or_exit,
+    console,
+    err_console,
+    progress_bars,
+    run,
+)
 from pilothouse.fleet import requests
 from pilothouse.identity.policy import Permission
 from pilothouse.kube.credentials import read_kubeconfig_file
@@ -175,13 +183,12 @@ def stop(name: NameArg) -> None:
 @app.command("delete")
 def delete(
     name: NameArg,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: YesOption = False,
 ) -> None:
     """Delete a cluster: a local one's processes and files; an imported one's record only."""
     with cli_errors(), authorized_for(Permission.CLUSTERS_WRITE, name) as (platform, _principal):
         platform.clusters.get(name)
-        if not yes and not typer.confirm(f"delete cluster {name}?"):
-            raise typer.Exit(1)
+        confirm_or_exit(f"delete cluster {name}?", yes=yes)
         run(platform.clusters.delete(name))
         console.print(f"deleted cluster [bold]{name}[/]")
 

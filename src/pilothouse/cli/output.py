@@ -1,11 +1,11 @@
-"""What every CLI command shares: the Rich consoles, error printing, progress rendering."""
+"""What every CLI command shares: the Rich consoles, error printing, confirmation, progress rendering."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import Coroutine, Iterator
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -24,6 +24,8 @@ from pilothouse.progress import ProgressEvent, ProgressSink
 console = Console()
 err_console = Console(stderr=True)
 T = TypeVar("T")
+#: ``--yes``: a destructive command does not ask first (``confirm_or_exit``).
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
 
 @contextlib.contextmanager
@@ -39,6 +41,12 @@ def cli_errors() -> Iterator[None]:
     except KeyboardInterrupt:
         err_console.print("error: interrupted")
         raise typer.Exit(130) from None
+
+
+def confirm_or_exit(question: str, *, yes: bool) -> None:
+    """Ask ``question`` (unless ``yes``); a no exits 1 with nothing done."""
+    if not yes and not typer.confirm(question):
+        raise typer.Exit(1)
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:

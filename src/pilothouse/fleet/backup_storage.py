@@ -22,13 +22,13 @@ restore, whichever store it came from.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from pilothouse import errors
+from pilothouse.atomic_files import fsync_dir, fsync_file
 from pilothouse.vocabulary import BackupStorageKind
 
 _CHUNK = 1024 * 1024
@@ -40,22 +40,6 @@ def sha256_file(path: Path) -> str:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class BackupStorage(Protocol):

@@ -50,20 +50,20 @@ from pathlib import Path
 import structlog
 
 from pilothouse import errors
+from pilothouse.atomic_files import fsync_dir, write_atomically
 from pilothouse.binaries import catalog
 from pilothouse.fleet import backup_plan, operations
 from pilothouse.fleet.backup_storage import (
     BackupStorage,
     LocalDirectory,
     S3Bucket,
-    fsync_dir,
     sha256_file,
 )
 from pilothouse.fleet.leases import holder_is_dead
 from pilothouse.fleet.registry import ClusterRegistry, local_spec
 from pilothouse.kube import client as kube_client
 from pilothouse.progress import ProgressEvent, ProgressSink, discard
-from pilothouse.providers.local import config_files, etcd_snapshots, topology
+from pilothouse.providers.local import etcd_snapshots, topology
 from pilothouse.providers.local.provider import LocalRuntime, Persist
 from pilothouse.settings import Settings
 from pilothouse.store.backups import BackupRecord, BackupStore
@@ -575,13 +575,8 @@ class RestoreDriver:
     ) -> operations.StepOutcome:
         name = record.cluster
         cluster = await asyncio.to_thread(load_local, self.registry, name)
-        await asyncio.to_thread(
-            functools.partial(
-                self.registry.store.update,
-                name,
-                desired_state=DesiredState.STOPPED,
-                message=f"restoring backup {backup.id[:12]}: stopping",
-            )
+        await self.registry.update_state(
+            name, desired_state=DesiredState.STOPPED, message=f"restoring backup {backup.id[:12]}: stopping"
         )
         running = [p for p, alive in self.registry.local.process_states(cluster.runtime).items() if alive]
         report(f"stopping {len(running)} processes")
@@ -593,13 +588,8 @@ class RestoreDriver:
                 persist=persist_runtime(self.registry, name),
             )
         )
-        await asyncio.to_thread(
-            functools.partial(
-                self.registry.store.update,
-                name,
-                phase=ClusterPhase.STOPPED,
-                message=f"restoring backup {backup.id[:12]}: stopped",
-            )
+        await self.registry.update_state(
+            name, phase=ClusterPhase.STOPPED, message=f"restoring backup {backup.id[:12]}: stopped"
         )
         return operations.StepOutcome.ACTED if running else operations.StepOutcome.ALREADY_DONE
 
@@ -667,8 +657,8 @@ class RestoreDriver:
         if not config.exists() or config.read_bytes() != encryption:
             kept = config.with_name(f"{config.name}.pre-restore-{self._tag(record)}")
             if config.exists() and not kept.exists():
-                config_files.write_file(kept, config.read_bytes())
-            config_files.write_file(config, encryption)
+                write_atomically(kept, config.read_bytes())
+            write_atomically(config, encryption)
             report("encryption config of the backup restored")
             acted = True
         return operations.StepOutcome.ACTED if acted else operations.StepOutcome.ALREADY_DONE
@@ -677,23 +667,15 @@ class RestoreDriver:
         self, record: OperationRecord, backup: BackupRecord, report: operations.Report
     ) -> operations.StepOutcome:
         name = record.cluster
-        await asyncio.to_thread(
-            functools.partial(
-                self.registry.store.update,
-                name,
-                desired_state=DesiredState.RUNNING,
-                phase=ClusterPhase.PROVISIONING,
-                message=f"restoring backup {backup.id[:12]}: starting",
-            )
+        await self.registry.update_state(
+            name,
+            desired_state=DesiredState.RUNNING,
+            phase=ClusterPhase.PROVISIONING,
+            message=f"restoring backup {backup.id[:12]}: starting",
         )
         acted = await start_local(self.registry, name, report)
-        await asyncio.to_thread(
-            functools.partial(
-                self.registry.store.update,
-                name,
-                phase=ClusterPhase.RUNNING,
-                message=f"restored from backup {backup.id[:12]}: verifying",
-            )
+        await self.registry.update_state(
+            name, phase=ClusterPhase.RUNNING, message=f"restored from backup {backup.id[:12]}: verifying"
         )
         return operations.StepOutcome.ACTED if acted else operations.StepOutcome.ALREADY_DONE
 
@@ -712,12 +694,8 @@ class RestoreDriver:
                 cluster=name,
             )
         report(f"serving revision {served}")
-        await asyncio.to_thread(
-            functools.partial(
-                self.registry.store.update,
-                name,
-                message=f"restored from backup {backup.id[:12]} (revision {backup.etcd_revision})",
-            )
+        await self.registry.update_state(
+            name, message=f"restored from backup {backup.id[:12]} (revision {backup.etcd_revision})"
         )
         return operations.StepOutcome.CHECKED
 
@@ -758,13 +736,9 @@ class RestoreDriver:
                 staged.rename(final)
             elif staged.exists():
                 shutil.rmtree(staged, ignore_errors=True)
-        await asyncio.to_thread(
-            functools.partial(self.registry.store.update, name, desired_state=DesiredState.RUNNING)
-        )
+        await self.registry.update_state(name, desired_state=DesiredState.RUNNING)
         await start_local(self.registry, name, lambda _detail: None)
-        await asyncio.to_thread(
-            functools.partial(self.registry.store.update, name, phase=ClusterPhase.RUNNING, message="running")
-        )
+        await self.registry.update_state(name, phase=ClusterPhase.RUNNING, message="running")
         if swapped:
             return "the cluster runs on the restored data; the previous data is kept in etcd-N.pre-restore-*"
         return "the cluster runs on its previous data"

@@ -38,7 +38,6 @@ import asyncio
 import contextlib
 import functools
 import json
-import os
 import shutil
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -48,11 +47,11 @@ from typing import Any
 import structlog
 
 from pilothouse import errors
+from pilothouse.atomic_files import write_atomically
 from pilothouse.fleet import backup_plan, operations, requests
 from pilothouse.fleet.backups import Backups, load_local, restore_member
 from pilothouse.fleet.registry import ClusterRegistry
 from pilothouse.kube import objects
-from pilothouse.providers.local import config_files
 from pilothouse.providers.local.provider import LocalRuntime
 from pilothouse.store.backups import BackupRecord
 from pilothouse.store.operations import OperationRecord, OperationStore
@@ -80,12 +79,7 @@ def _now() -> datetime:
 
 
 def _write_json(path: Path, body: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(body, indent=1))
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    tmp.replace(path)
+    write_atomically(path, json.dumps(body, indent=1))
 
 
 def _read_json(path: Path) -> Any:
@@ -265,13 +259,10 @@ class DrillDriver:
             )
             await asyncio.to_thread(self.registry.begin_local, request)
             self.registry.leases.forget(scratch)  # started by ``start-scratch``, not by finish_local
-            await asyncio.to_thread(
-                functools.partial(
-                    self.registry.store.update,
-                    scratch,
-                    desired_state=DesiredState.STOPPED,
-                    message=f"DR drill of {record.cluster}: restoring backup {backup.id[:12]}",
-                )
+            await self.registry.update_state(
+                scratch,
+                desired_state=DesiredState.STOPPED,
+                message=f"DR drill of {record.cluster}: restoring backup {backup.id[:12]}",
             )
             report(f"scratch cluster {scratch} recorded")
             acted = True
@@ -280,7 +271,7 @@ class DrillDriver:
         layout.create()
         encryption = await asyncio.to_thread(self.backups.store.encryption_config, backup.id)
         if not layout.encryption_config.exists() or layout.encryption_config.read_bytes() != encryption:
-            config_files.write_file(layout.encryption_config, encryption)
+            write_atomically(layout.encryption_config, encryption)
             acted = True
         etcdutl = (
             await asyncio.to_thread(

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -75,6 +77,10 @@ class ClusterRegistry:
 
     def clusters(self) -> list[ClusterRecord]:
         return self.store.clusters()
+
+    async def update_state(self, name: str, **changes: Any) -> ClusterRecord:
+        """Record ``changes`` (phase, desired state, message, ...) off the event loop."""
+        return await asyncio.to_thread(functools.partial(self.store.update, name, **changes))
 
     def get(self, name: str) -> ClusterRecord:
         return self.store.get(name)

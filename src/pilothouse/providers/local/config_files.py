@@ -9,10 +9,7 @@ with the given mode. Audit and encryption settings follow the Kubernetes
 from __future__ import annotations
 
 import base64
-import os
-import tempfile
 from importlib import resources
-from pathlib import Path
 
 import yaml
 
@@ -71,18 +68,3 @@ def render_encryption_config(key: bytes) -> str:
 def kwok_stages() -> str:
     """Pilothouse's kwok lifecycle stages (package data ``kwok-stages.yaml``)."""
     return resources.files(__package__).joinpath("kwok-stages.yaml").read_text()
-
-
-def write_file(path: Path, content: str | bytes, *, mode: int = 0o600) -> None:
-    """Write ``content`` to ``path`` atomically with ``mode``."""
-    data = content.encode() if isinstance(content, str) else content
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import base64
 import ipaddress
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -47,6 +45,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from pilothouse import errors
+from pilothouse.atomic_files import write_atomically
 
 __all__ = [
     "CertificateAuthority",
@@ -507,20 +506,6 @@ def _checked_relative(relative: str) -> PurePosixPath:
     return path
 
 
-def _write_atomically(path: Path, content: bytes, mode: int) -> None:
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-
-
 def write_pki(files: Mapping[str, bytes], directory: Path) -> None:
     """Write ``files`` under ``directory``: directories 0700, ``*.key`` 0600, others 0644.
 
@@ -538,7 +523,7 @@ def write_pki(files: Mapping[str, bytes], directory: Path) -> None:
             parent.mkdir(exist_ok=True)
             parent.chmod(_DIR_MODE)
         mode = _KEY_MODE if relative.suffix == ".key" else _FILE_MODE
-        _write_atomically(target, content, mode)
+        write_atomically(target, content, mode=mode)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import httpx
 import structlog
 
 from pilothouse import errors
+from pilothouse.atomic_files import write_atomically
 from pilothouse.binaries.cache import BinaryCache
 from pilothouse.kube import client as kube_client
 from pilothouse.kube import nodes as kube_nodes
@@ -222,7 +223,7 @@ class LocalProvider:
         complete = layout.pki / ".complete"  # written last: a crash mid-way regenerates the whole PKI
         if not complete.exists():
             pki.write_pki(pki.plan_cluster_pki(_pki_request(spec), now=datetime.now(UTC)), layout.pki)
-            config_files.write_file(complete, "", mode=0o600)
+            write_atomically(complete, "", mode=0o600)
         ca_pem = (layout.pki / "ca.crt").read_bytes()
 
         def kubeconfig(user_file: str, cert: str, server: str) -> None:
@@ -230,7 +231,7 @@ class LocalProvider:
             document = pki.kubeconfig_for(
                 cluster_name=spec.name, server=server, ca_pem=ca_pem, client=pair, user=cert
             )
-            config_files.write_file(layout.kubeconfig(user_file), _yaml(document))
+            write_atomically(layout.kubeconfig(user_file), _yaml(document))
 
         for i in range(cps):
             local = f"https://{topology.member_host(i, cps)}:{runtime.ports.apiserver}"
@@ -239,12 +240,10 @@ class LocalProvider:
         endpoint = topology.api_server_url(spec, runtime.ports)
         kubeconfig("kwok", "kwok", endpoint)
         kubeconfig("admin", "admin", endpoint)
-        config_files.write_file(layout.audit_policy, config_files.render_audit_policy(), mode=0o644)
+        write_atomically(layout.audit_policy, config_files.render_audit_policy(), mode=0o644)
         if not layout.encryption_config.exists():
-            config_files.write_file(
-                layout.encryption_config, config_files.render_encryption_config(os.urandom(32))
-            )
-        config_files.write_file(layout.kwok_config, config_files.kwok_stages(), mode=0o644)
+            write_atomically(layout.encryption_config, config_files.render_encryption_config(os.urandom(32)))
+        write_atomically(layout.kwok_config, config_files.kwok_stages(), mode=0o644)
         if runtime.ports.load_balancer is not None:
             backends = [(topology.member_host(i, cps), runtime.ports.apiserver) for i in range(cps)]
             text = haproxy.render_config(
@@ -253,7 +252,7 @@ class LocalProvider:
                 backends=backends,
                 admin_socket=layout.haproxy_socket,
             )
-            config_files.write_file(layout.haproxy_config, text, mode=0o644)
+            write_atomically(layout.haproxy_config, text, mode=0o644)
 
     def rotate_leaf_certificates(
         self, spec: topology.LocalClusterSpec, runtime: LocalRuntime, *, now: datetime
