@@ -93,8 +93,14 @@ class Forbidden(PilothouseError):
 
 
 class TooManyAttempts(PilothouseError):
+    """Refused for now; ``retry_after`` is the whole seconds to wait (the API's ``Retry-After``)."""
+
     code = "too_many_attempts"
     http_status = 429
+
+    def __init__(self, message: str, *, retry_after: int, hint: str = "", **context: Any) -> None:
+        super().__init__(message, hint=hint, retry_after=retry_after, **context)
+        self.retry_after = retry_after
 
 
 class PayloadTooLarge(PilothouseError):

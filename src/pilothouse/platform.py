@@ -175,6 +175,7 @@ def _accounts(settings: Settings, store: IdentityStore, tokens: TokenStore) -> A
         if settings.token_default_ttl_days
         else None,
         mfa_issuer=settings.mfa_issuer,
+        session_history=timedelta(days=settings.session_history_days),
     )
 
 

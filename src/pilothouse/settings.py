@@ -88,6 +88,8 @@ class Settings(BaseSettings):
 
     #: Identity and access (``identity/``): how long a signed-in session lasts ...
     session_ttl_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    #: Ended (expired or signed-out) sessions stay listed this long, then are deleted.
+    session_history_days: float = Field(default=30.0, ge=0)
     #: ... how long an API token lives unless issued with another lifetime (0: never expires) ...
     token_default_ttl_days: float = Field(default=90.0, ge=0)
     #: ... login throttling: failures that cost nothing, then a delay doubling from 1 s up to
@@ -114,6 +116,11 @@ class Settings(BaseSettings):
     #: Claims → teams: ``{groups_claim, rules: [{claim, match, teams}], default_teams, refuse_unmatched}``
     #: (see ``identity.oidc_claims.TeamMapping``).
     sso_team_mapping: dict[str, Any] = Field(default_factory=dict)
+    #: ID-token ``amr`` values (RFC 8176) that count as the provider vouching for a second factor,
+    #: so that members of MFA-requiring teams can sign in through SSO; ``acr`` levels likewise (also
+    #: requested from the provider). See ``identity.oidc_claims.MfaEvidence``.
+    sso_mfa_amr: list[str] = Field(default_factory=lambda: ["mfa", "otp", "hwk"])
+    sso_mfa_acr: list[str] = Field(default_factory=list)
     #: A login must come back from the provider within this time; ID tokens get this much clock skew.
     sso_login_ttl_seconds: float = Field(default=600.0, gt=0)
     sso_clock_skew_seconds: float = Field(default=60.0, ge=0)

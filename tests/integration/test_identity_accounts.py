@@ -25,7 +25,7 @@ from sqlalchemy import inspect, text
 
 from pilothouse import errors, logs
 from pilothouse.identity import passwords
-from pilothouse.identity.accounts import Accounts, Enrolment, LoginAttempt
+from pilothouse.identity.accounts import Accounts, Enrolment, LoginAttempt, Pruned
 from pilothouse.identity.policy import ClusterGrant, Permission, Role, Scope, SubjectKind
 from pilothouse.identity.throttle import ThrottlePolicy
 from pilothouse.store.db import Database
@@ -185,6 +185,79 @@ def test_a_password_reset_signs_the_user_out_everywhere(world: World) -> None:
         a.authenticate(other)
 
 
+def test_deleting_a_user_takes_everything_theirs_and_a_new_namesake_inherits_nothing(
+    world: World,
+) -> None:
+    a = world.accounts
+    a.create_user("alice", PASSWORD)
+    a.create_user("bob", PASSWORD)
+    a.create_team("sre")
+    a.add_member("sre", "alice")
+    a.add_member("sre", "bob")
+    a.bind(world.admin, SubjectKind.USER, "alice", Role.OPERATOR, PROD)
+    a.bind(world.admin, SubjectKind.USER, "bob", Role.VIEWER, PROD)
+    a.bind(world.admin, SubjectKind.TEAM, "sre", Role.VIEWER, Scope.of_cluster("staging"))
+    secret = secret_of(a.enroll_mfa("alice"))
+    session = log_in(world, code=totp(secret, world.clock.now))  # confirms MFA: recovery codes stored
+    token, _ = a.issue_token(world.admin, "alice-ci", [(Role.VIEWER, PLATFORM)], owner="alice")
+    with pytest.raises(errors.Unauthenticated):
+        log_in(world, password="a wrong guess")  # a failed-login record under user:alice
+    alice = a.authenticate(session)
+
+    with pytest.raises(errors.Conflict, match="signed in as"):
+        a.delete_user(alice, "alice")
+    removed = a.delete_user(world.admin, "Alice")
+
+    assert (removed.name, removed.bindings, removed.memberships, removed.sessions, removed.tokens) == (
+        "alice",
+        1,
+        1,
+        1,
+        1,
+    )
+    for bearer in (session, token):
+        with pytest.raises(errors.Unauthenticated):
+            a.authenticate(bearer)
+    with pytest.raises(errors.NotFound):
+        a.get_user("alice")
+    assert a.get_team("sre").members == ("bob",)
+    assert {(b.subject, b.role) for b in a.list_bindings()} == {("bob", "viewer"), ("sre", "viewer")}
+    assert a.list_tokens(owner="alice") == []
+    with world.db.session() as raw:
+        assert raw.execute(text("SELECT count(*) FROM recovery_codes")).scalar() == 0
+        assert raw.execute(text("SELECT count(*) FROM login_throttle WHERE key = 'user:alice'")).scalar() == 0
+    with pytest.raises(errors.NotFound):
+        a.delete_user(world.admin, "alice")
+
+    a.create_user("alice", "another passphrase")  # a new person under the old name
+    newcomer = a.authenticate(log_in(world, password="another passphrase"))
+    assert newcomer.teams == frozenset()
+    assert not a.allowed(newcomer, Permission.CLUSTERS_READ, PROD)
+    assert a.get_user("alice").mfa == "off"
+
+
+def test_deleting_a_team_ends_what_it_granted_and_keeps_its_members(world: World) -> None:
+    a = world.accounts
+    a.create_user("alice", PASSWORD)
+    a.create_team("sre")
+    a.add_member("sre", "alice")
+    a.bind(world.admin, SubjectKind.TEAM, "sre", Role.OPERATOR, PROD)
+    a.bind(world.admin, SubjectKind.USER, "alice", Role.VIEWER, Scope.of_cluster("staging"))
+    session = log_in(world)
+    assert a.allowed(a.authenticate(session), Permission.CLUSTERS_WRITE, PROD)
+
+    removed = a.delete_team(world.admin, " SRE ")
+
+    assert (removed.name, removed.bindings, removed.memberships) == ("sre", 1, 1)
+    alice = a.authenticate(session)  # the session lives on, without the team's role
+    assert alice.teams == frozenset()
+    assert not a.allowed(alice, Permission.CLUSTERS_READ, PROD)
+    assert a.allowed(alice, Permission.CLUSTERS_READ, Scope.of_cluster("staging"))
+    assert [t.name for t in a.list_teams()] == []
+    with pytest.raises(errors.NotFound, match="no team named 'sre'"):
+        a.delete_team(world.admin, "sre")
+
+
 # ----- throttling -----------------------------------------------------------------------------
 
 
@@ -213,6 +286,47 @@ def test_guessing_is_slowed_then_locked_out_even_for_the_right_password(world: W
     with pytest.raises(errors.Unauthenticated):
         log_in(world, password="one more typo")
     log_in(world)
+
+
+def test_the_prune_forgets_stale_throttle_records_and_old_sessions_only(world: World) -> None:
+    a = world.accounts
+    a.create_user("alice", PASSWORD)
+    signed_out = log_in(world)
+    a.end_session(signed_out)
+    expired = log_in(world)
+
+    def keys() -> set[str]:
+        with world.db.session() as raw:
+            return {k for (k,) in raw.execute(text("SELECT key FROM login_throttle"))}
+
+    for name in ("ghost-1", "ghost-2"):  # names that never existed leave records too
+        with pytest.raises(errors.Unauthenticated):
+            log_in(world, name, "a guess", client="10.9.9.9")
+    world.clock.advance(minutes=5)
+    for i in range(5):  # the fifth failure locks alice for 15 minutes
+        with pytest.raises(errors.Unauthenticated):
+            log_in(world, password="a wrong guess", client=f"10.0.0.{i}")
+        world.clock.advance(seconds=61)
+    assert {"user:ghost-1", "user:ghost-2", "client:10.9.9.9", "user:alice"} <= keys()
+    assert a.prune() == Pruned(attempts=0, sessions=0)  # everything still decides something
+
+    world.clock.advance(minutes=6)  # the ghosts' failures are past the window; alice is locked
+    assert a.prune() == Pruned(attempts=3, sessions=0)
+    assert "user:alice" in keys()
+    with pytest.raises(errors.TooManyAttempts):
+        log_in(world)
+
+    world.clock.advance(minutes=16)  # the lock and alice's failures are over
+    assert a.prune().attempts == 6
+    assert keys() == set()
+
+    world.clock.advance(days=30, hours=1)
+    current = log_in(world)
+    assert a.prune() == Pruned(attempts=0, sessions=2)
+    assert [s.id for s in a.sessions_of("alice", include_inactive=True)] == [a.session_of(current).id]
+    for gone in (signed_out, expired):
+        with pytest.raises(errors.Unauthenticated):
+            a.authenticate(gone)
 
 
 def test_one_client_guessing_many_users_is_throttled_by_its_address(world: World) -> None:
@@ -420,7 +534,10 @@ def test_external_sign_in_creates_the_user_and_syncs_only_its_own_memberships(wo
     a.require_mfa("ops", True)
     with pytest.raises(errors.MfaRequired):
         a.sign_in_external("dana@example.com", source=source, subject="u-1", teams=["ops"])
-    a.sign_in_external("dana@example.com", source=source, subject="u-1", teams=["ops"], mfa_satisfied=True)
+    vouched = a.sign_in_external(
+        "dana@example.com", source=source, subject="u-1", teams=["ops"], mfa_satisfied=True
+    )
+    assert vouched.session.method == "oidc+mfa"
     a.set_disabled("dana@example.com", True)
     with pytest.raises(errors.Unauthenticated, match="disabled"):
         a.sign_in_external("dana@example.com", source=source, subject="u-1", mfa_satisfied=True)

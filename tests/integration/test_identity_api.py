@@ -292,6 +292,9 @@ def test_guessing_gets_a_429_then_a_lock_out(api: str, admin: str) -> None:
     throttled = login(api, "carol", "carol passphrase")
     assert throttled.status_code == 429
     assert throttled.json()["code"] == "too_many_attempts"
+    wait = int(throttled.headers["Retry-After"])  # RFC 9110: whole seconds
+    assert 1 <= wait <= 3600
+    assert f"try again in {wait} s" in throttled.json()["message"]
     assert "try again in" in throttled.json()["message"]
 
 
@@ -327,3 +330,45 @@ def test_no_secret_in_any_response_or_log_line(
         assert secret not in listings
     for secret in (ALICE_PASSWORD, BOB_PASSWORD, "carol passphrase", admin):
         assert not [body for body in SEEN if secret in body]
+
+
+def test_deleting_users_and_teams_over_the_api(api: str, admin: str) -> None:
+    root = Client(api, admin)
+    for name in ("erin", "frank"):
+        assert (
+            root("POST", "/api/v1/users", json={"name": name, "password": f"{name} passphrase 7"}).status_code
+            == 201
+        )
+    assert root("POST", "/api/v1/teams", json={"name": "night-shift"}).status_code == 201
+    assert root("PUT", "/api/v1/teams/night-shift/members/erin").status_code == 200
+    for body in (
+        {"role": "platform-admin", "user": "frank"},
+        {"role": "viewer", "user": "erin", "cluster": "prod"},
+        {"role": "operator", "team": "night-shift", "cluster": "prod"},
+    ):
+        assert root("POST", "/api/v1/bindings", json=body).status_code == 201
+    erin = Client(api, login(api, "erin", "erin passphrase 7").json()["token"])
+    frank = Client(api, login(api, "frank", "frank passphrase 7").json()["token"])
+
+    refused = frank("DELETE", "/api/v1/users/frank")
+    assert refused.status_code == 409
+    assert "signed in as" in refused.json()["message"]
+    assert erin("DELETE", "/api/v1/teams/night-shift").status_code == 403
+
+    team = frank("DELETE", "/api/v1/teams/night-shift")
+    assert team.status_code == 200, team.text
+    assert (team.json()["bindings_removed"], team.json()["memberships_removed"]) == (1, 1)
+    gone = frank("DELETE", "/api/v1/users/erin")
+    assert gone.status_code == 200, gone.text
+    assert gone.json() == {
+        "name": "erin",
+        "bindings_removed": 1,
+        "memberships_removed": 0,
+        "sessions_removed": 1,
+        "tokens_removed": 0,
+    }
+    assert erin("GET", "/api/v1/session").status_code == 401
+    assert root("GET", "/api/v1/users/erin").status_code == 404
+    assert root("DELETE", "/api/v1/users/erin").json()["code"] == "not_found"
+    assert root("GET", "/api/v1/teams/night-shift").status_code == 404
+    assert all(b["subject"] != "erin" for b in root("GET", "/api/v1/bindings").json())

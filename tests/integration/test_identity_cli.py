@@ -193,3 +193,31 @@ def test_day_two_commands_go_through_the_same_check(env: dict[str, str], platfor
         refused(cli(env, "operations", "pause", "0123abcd"), "clusters:write on platform")
     finally:
         ok(cli(env, "logout"))
+
+
+def test_deleting_a_user_and_a_team_asks_first_and_says_what_went(
+    env: dict[str, str], platform: Platform
+) -> None:
+    ok(cli(env, "user", "create", "gina", "--password-stdin", stdin=f"{PASSWORD}\n"))
+    ok(cli(env, "team", "create", "temps"))
+    ok(cli(env, "team", "add", "temps", "gina"))
+    ok(cli(env, "role", "bind", "viewer", "--user", "gina", "--cluster", "prod"))
+    ok(cli(env, "role", "bind", "viewer", "--team", "temps", "--cluster", "prod"))
+
+    declined = cli(env, "user", "delete", "gina", stdin="n\n")
+    assert declined.returncode == 1
+    assert "delete user gina" in declined.stdout
+    assert platform.identity.get_user("gina").teams == ("temps",)  # nothing was deleted
+
+    deleted = ok(cli(env, "user", "delete", "GINA", "--yes"))
+    assert "deleted user gina: 1 role binding(s), 1 team membership(s), 0 session(s), 0 API token(s)" in (
+        " ".join(deleted.split())
+    )
+    assert platform.identity.store.find_user("gina") is None
+    refused(cli(env, "user", "delete", "gina", "--yes"), "no user named 'gina'", "pilothouse user list")
+
+    assert "deleted team temps: 1 role binding(s), 0 membership(s)" in " ".join(
+        ok(cli(env, "team", "delete", "temps", "--yes")).split()
+    )
+    assert all(b.subject != "temps" for b in platform.identity.list_bindings())
+    refused(cli(env, "team", "delete", "temps", "--yes"), "no team named 'temps'")

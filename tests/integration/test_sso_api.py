@@ -228,6 +228,23 @@ def test_second_login_finds_the_same_user(api: str, sso_platform: Platform) -> N
     assert [u.name for u in sso_platform.identity.list_users()].count(ALICE.email) == 1
 
 
+def test_a_team_requiring_mfa_refuses_a_sign_in_the_provider_did_not_vouch_for(
+    api: str, sso_platform: Platform
+) -> None:
+    """Dex's ID tokens carry no ``amr``: nothing vouches for a second factor, so the member
+    of an MFA-requiring team is refused (the provider vouching is tested on plain claims)."""
+    sso_platform.identity.require_mfa("everyone", True)
+    try:
+        answer = browser_login(start(api), email=BOB.email)
+    finally:
+        sso_platform.identity.require_mfa("everyone", False)
+    assert answer.status_code == 401, answer.text
+    assert answer.json()["code"] == "mfa_required"
+    assert "team everyone requires multi-factor sign-in" in answer.json()["message"]
+    assert "second factor" in answer.json()["hint"]
+    assert "token" not in answer.json()
+
+
 # ----- state: forged, replayed --------------------------------------------------------------------
 
 

@@ -221,6 +221,13 @@ def test_authorization_url_carries_state_nonce_and_s256_challenge() -> None:
     assert login.pending.code_verifier not in url
 
 
+def test_authorization_url_asks_for_the_trusted_acr_levels() -> None:
+    url = oidc_claims.build_authorization_url(
+        PROVIDER, client_id=CLIENT_ID, scopes=("openid",), planned=planned(), acr_values=("2", "urn:x:mfa")
+    )
+    assert parse_qs(urlsplit(url).query)["acr_values"] == ["2 urn:x:mfa"]
+
+
 def test_token_request_with_a_secret_uses_basic_auth() -> None:
     login = planned().pending
     request = oidc_claims.build_token_request(
@@ -473,6 +480,33 @@ def test_compute_identity_fields() -> None:
     unverified = oidc_claims.compute_identity({"iss": ISSUER, "sub": "u", "email_verified": "true"}, MAPPING)
     assert unverified.email is None
     assert unverified.email_verified is False
+
+
+@pytest.mark.parametrize(
+    ("claims", "evidence", "vouched"),
+    [
+        ({"amr": ["pwd", "mfa"]}, oidc_claims.MfaEvidence(), True),  # Entra ID, Okta
+        ({"amr": ["pwd", "otp"]}, oidc_claims.MfaEvidence(), True),
+        ({"amr": ["hwk"]}, oidc_claims.MfaEvidence(), True),  # a security key
+        ({"amr": ["pwd"]}, oidc_claims.MfaEvidence(), False),
+        ({"amr": "mfa"}, oidc_claims.MfaEvidence(), True),  # a lone string
+        ({"amr": ["MFA"]}, oidc_claims.MfaEvidence(), False),  # RFC 8176 values are case-sensitive
+        ({"amr": [{"mfa": True}]}, oidc_claims.MfaEvidence(), False),
+        ({}, oidc_claims.MfaEvidence(), False),  # Dex: no amr at all
+        ({"acr": "2"}, oidc_claims.MfaEvidence(), False),  # acr trusted only when configured
+        ({"acr": "2"}, oidc_claims.MfaEvidence(acr=("2",)), True),  # Keycloak level of assurance
+        ({"acr": "1"}, oidc_claims.MfaEvidence(acr=("2",)), False),
+        ({"amr": ["pwd", "mfa"]}, oidc_claims.MfaEvidence(amr=(), acr=()), False),  # SSO never counts
+        ({"amr": ["pwd", "sms"]}, oidc_claims.MfaEvidence(amr=("sms",)), True),
+    ],
+)
+def test_second_factor_evidence(
+    claims: dict[str, Any], evidence: oidc_claims.MfaEvidence, vouched: bool
+) -> None:
+    assert oidc_claims.vouches_second_factor(claims, evidence) is vouched
+    identity = oidc_claims.compute_identity({"iss": ISSUER, "sub": "u", **claims}, MAPPING, evidence)
+    assert identity.mfa is vouched
+    assert oidc_claims.compute_identity({"iss": ISSUER, "sub": "u", **claims}, MAPPING).mfa is False
 
 
 def test_a_dotted_claim_name_wins_over_the_path() -> None:

@@ -5,8 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from pilothouse.identity.throttle import Attempts, ThrottlePolicy, check_attempt, delay_after, record_failure
+from pilothouse.identity.throttle import (
+    Attempts,
+    ThrottlePolicy,
+    check_attempt,
+    delay_after,
+    forgettable_cutoff,
+    is_forgettable,
+    record_failure,
+)
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 POLICY = ThrottlePolicy(
@@ -78,3 +88,36 @@ def test_old_failures_are_forgotten_after_the_window() -> None:
     assert not check_attempt(attempts, T0 + timedelta(seconds=10), POLICY).allowed
     assert check_attempt(attempts, T0 + timedelta(minutes=16), POLICY).allowed
     assert record_failure(attempts, T0 + timedelta(minutes=16), POLICY).failures == 1
+
+
+_moments = st.integers(min_value=0, max_value=3 * 3600).map(lambda s: T0 + timedelta(seconds=s))
+
+
+@given(
+    failures=st.lists(_moments, max_size=14),
+    now=_moments,
+    later=st.integers(min_value=0, max_value=3 * 3600),
+)
+def test_a_forgettable_record_decides_exactly_what_no_record_would(
+    failures: list[datetime], now: datetime, later: int
+) -> None:
+    attempts = Attempts()
+    for moment in sorted(failures):
+        attempts = record_failure(attempts, moment, POLICY)
+    if not is_forgettable(attempts, now, POLICY):
+        return
+    then = now + timedelta(seconds=later)
+    assert check_attempt(attempts, then, POLICY) == check_attempt(Attempts(), then, POLICY)
+    assert record_failure(attempts, then, POLICY) == record_failure(Attempts(), then, POLICY)
+
+
+def test_what_the_prune_may_forget() -> None:
+    locked = fail(10, every=timedelta(seconds=1))
+    assert locked.locked_until is not None
+    assert not is_forgettable(locked, locked.locked_until - timedelta(seconds=1), POLICY)
+    assert is_forgettable(locked, locked.locked_until + timedelta(seconds=1), POLICY)
+    recent = fail(2)
+    assert not is_forgettable(recent, T0 + POLICY.window, POLICY)
+    assert is_forgettable(recent, T0 + POLICY.window + timedelta(seconds=1), POLICY)
+    assert forgettable_cutoff(T0 + POLICY.window, POLICY) == T0
+    assert is_forgettable(Attempts(), T0, POLICY)

@@ -20,8 +20,7 @@ log = structlog.get_logger(__name__)
 def install(app: FastAPI) -> None:
     @app.exception_handler(errors.PilothouseError)
     async def pilothouse_error(_request: Request, exc: errors.PilothouseError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, errors.Unauthenticated) else None
-        return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
+        return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=_headers(exc))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -41,3 +40,12 @@ def install(app: FastAPI) -> None:
             "hint": "see the Pilothouse server log",
         }
         return JSONResponse(body, status_code=500)
+
+
+def _headers(exc: errors.PilothouseError) -> dict[str, str] | None:
+    """What HTTP asks to go with the status: a challenge with 401, the wait with 429."""
+    if isinstance(exc, errors.Unauthenticated):
+        return {"WWW-Authenticate": "Bearer"}
+    if isinstance(exc, errors.TooManyAttempts):
+        return {"Retry-After": str(exc.retry_after)}
+    return None

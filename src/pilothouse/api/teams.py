@@ -1,4 +1,4 @@
-"""REST routes of teams (``/api/v1/teams``): create, list, members, MFA requirement.
+"""REST routes of teams (``/api/v1/teams``): create, list, delete, members, MFA requirement.
 
 Reads need ``users:read``, changes ``teams:admin``, at the platform scope.
 A team with ``mfa_required`` keeps its members from signing in without a
@@ -13,7 +13,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from pilothouse.api.auth import get_platform, guarded
+from pilothouse.api.auth import CurrentPrincipal, get_platform, guarded
+from pilothouse.api.users import RemovedOut
 from pilothouse.identity.policy import Permission
 from pilothouse.platform import Platform
 from pilothouse.store.identity import TeamRecord
@@ -59,6 +60,12 @@ def create_team(body: TeamIn, platform: PlatformDep) -> TeamOut:
 @router.get("/{name}", response_model=TeamOut, **guarded(Permission.USERS_READ))
 def get_team(name: str, platform: PlatformDep) -> TeamOut:
     return TeamOut.of(platform.identity.get_team(name))
+
+
+@router.delete("/{name}", response_model=RemovedOut, **guarded(Permission.TEAMS_ADMIN))
+def delete_team(name: str, principal: CurrentPrincipal, platform: PlatformDep) -> RemovedOut:
+    """Delete the team: its role bindings stop reaching its members at once."""
+    return RemovedOut.of(platform.identity.delete_team(principal, name))
 
 
 @router.put("/{name}/members/{user}", response_model=TeamOut, **guarded(Permission.TEAMS_ADMIN))

@@ -1,4 +1,4 @@
-"""REST routes of users (``/api/v1/users``): create, list, disable, reset passwords and MFA, sessions.
+"""REST routes of users (``/api/v1/users``): create, list, disable, delete, reset passwords and MFA, sessions.
 
 Every route is guarded by ``users:read`` or ``users:admin`` at the platform
 scope. Passwords and TOTP secrets go in, never out: the only secret a
@@ -13,12 +13,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from pilothouse.api.auth import get_platform, guarded
+from pilothouse.api.auth import CurrentPrincipal, get_platform, guarded
 from pilothouse.identity import passwords
 from pilothouse.identity.accounts import Enrolment
 from pilothouse.identity.policy import Permission
 from pilothouse.platform import Platform
-from pilothouse.store.identity import SessionRecord, UserRecord
+from pilothouse.store.identity import Removed, SessionRecord, UserRecord
 
 router = APIRouter(prefix="/api/v1/users", tags=["identity"])
 PlatformDep = Annotated[Platform, Depends(get_platform)]
@@ -109,6 +109,26 @@ class SessionsEnded(BaseModel):
     sessions_ended: int
 
 
+class RemovedOut(BaseModel):
+    """A deleted user or team, and how much went with it."""
+
+    name: str
+    bindings_removed: int
+    memberships_removed: int
+    sessions_removed: int
+    tokens_removed: int
+
+    @classmethod
+    def of(cls, r: Removed) -> RemovedOut:
+        return cls(
+            name=r.name,
+            bindings_removed=r.bindings,
+            memberships_removed=r.memberships,
+            sessions_removed=r.sessions,
+            tokens_removed=r.tokens,
+        )
+
+
 @router.get("", response_model=list[UserOut], **guarded(Permission.USERS_READ))
 def list_users(platform: PlatformDep) -> list[UserOut]:
     return [UserOut.of(u) for u in platform.identity.list_users()]
@@ -127,6 +147,12 @@ def create_user(body: UserIn, platform: PlatformDep) -> UserOut:
 @router.get("/{name}", response_model=UserOut, **guarded(Permission.USERS_READ))
 def get_user(name: str, platform: PlatformDep) -> UserOut:
     return UserOut.of(platform.identity.get_user(name))
+
+
+@router.delete("/{name}", response_model=RemovedOut, **guarded(Permission.USERS_ADMIN))
+def delete_user(name: str, principal: CurrentPrincipal, platform: PlatformDep) -> RemovedOut:
+    """Delete the user with their sessions, tokens, team memberships and role bindings (not yourself)."""
+    return RemovedOut.of(platform.identity.delete_user(principal, name))
 
 
 @router.post("/{name}/disable", response_model=UserOut, **guarded(Permission.USERS_ADMIN))

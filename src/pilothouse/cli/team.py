@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from pilothouse.cli.access import authorized
-from pilothouse.cli.output import cli_errors, console
+from pilothouse.cli.output import YesOption, cli_errors, confirm_or_exit, console
 from pilothouse.identity.policy import Permission
 from pilothouse.store.identity import TeamRecord
 
@@ -33,6 +33,22 @@ def create(
     """Create a team."""
     with cli_errors(), authorized(Permission.TEAMS_ADMIN) as (platform, _principal):
         console.print("created " + _describe(platform.identity.create_team(name, mfa_required=require_mfa)))
+
+
+@app.command("delete")
+def delete(
+    name: Annotated[str, typer.Argument(help="Team name.")],
+    yes: YesOption = False,
+) -> None:
+    """Delete a team: its role bindings stop reaching its members at once."""
+    with cli_errors(), authorized(Permission.TEAMS_ADMIN) as (platform, principal):
+        team = platform.identity.get_team(name)
+        confirm_or_exit(f"delete team {team.name} and its role bindings?", yes=yes)
+        removed = platform.identity.delete_team(principal, team.name)
+        console.print(
+            f"deleted team [bold]{removed.name}[/]: {removed.bindings} role binding(s), "
+            f"{removed.memberships} membership(s)"
+        )
 
 
 @app.command("list")

@@ -1,4 +1,4 @@
-"""``pilothouse user …``: create, list, disable, set passwords, sessions, TOTP enrolment.
+"""``pilothouse user …``: create, list, disable, delete, set passwords, sessions, TOTP enrolment.
 
 Commands about other users need ``users:read`` / ``users:admin`` (checked
 by ``cli.access`` for whoever runs the CLI); ``passwd``, ``mfa enroll``,
@@ -15,7 +15,7 @@ from rich.table import Table
 
 from pilothouse.cli.access import authorized, current_session_id, expiry_text, signed_in
 from pilothouse.cli.login import read_secret
-from pilothouse.cli.output import cli_errors, console
+from pilothouse.cli.output import YesOption, cli_errors, confirm_or_exit, console
 from pilothouse.identity.accounts import Enrolment
 from pilothouse.identity.policy import Permission
 
@@ -69,6 +69,23 @@ def disable(name: Annotated[str, typer.Argument(help="User name.")]) -> None:
     with cli_errors(), authorized(Permission.USERS_ADMIN) as (platform, _principal):
         platform.identity.set_disabled(name, True)
         console.print(f"disabled user [bold]{name}[/] (signed out everywhere)")
+
+
+@app.command("delete")
+def delete(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    yes: YesOption = False,
+) -> None:
+    """Delete a user with their sessions, API tokens, team memberships and role bindings."""
+    with cli_errors(), authorized(Permission.USERS_ADMIN) as (platform, principal):
+        record = platform.identity.get_user(name)
+        confirm_or_exit(f"delete user {record.name} and everything that is theirs?", yes=yes)
+        removed = platform.identity.delete_user(principal, record.name)
+        console.print(
+            f"deleted user [bold]{removed.name}[/]: {removed.bindings} role binding(s), "
+            f"{removed.memberships} team membership(s), {removed.sessions} session(s), "
+            f"{removed.tokens} API token(s)"
+        )
 
 
 @app.command("enable")

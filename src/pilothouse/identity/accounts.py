@@ -49,12 +49,19 @@ from pilothouse.identity.policy import (
     compute_cluster_access,
     principal_for,
 )
-from pilothouse.identity.throttle import Attempts, ThrottlePolicy, check_attempt, record_failure
+from pilothouse.identity.throttle import (
+    Attempts,
+    ThrottlePolicy,
+    check_attempt,
+    forgettable_cutoff,
+    record_failure,
+)
 from pilothouse.store.identity import (
     SESSION_PREFIX,
     AttemptsRow,
     BindingRecord,
     IdentityStore,
+    Removed,
     SessionRecord,
     TeamRecord,
     UserAccess,
@@ -132,6 +139,12 @@ class IssuedSession:
 
 
 @dataclass(frozen=True)
+class Pruned:
+    attempts: int
+    sessions: int
+
+
+@dataclass(frozen=True)
 class Enrolment:
     user: str
     secret: str
@@ -182,6 +195,7 @@ class Accounts:
         session_ttl: timedelta = timedelta(hours=12),
         token_ttl: timedelta | None = timedelta(days=90),
         mfa_issuer: str = "Pilothouse",
+        session_history: timedelta = timedelta(days=30),
     ) -> None:
         self.store = store
         self.tokens = tokens
@@ -190,6 +204,7 @@ class Accounts:
         self.session_ttl = session_ttl
         self.token_ttl = token_ttl
         self.mfa_issuer = mfa_issuer
+        self.session_history = session_history
 
     # ----- the access check -------------------------------------------------------------------
 
@@ -441,7 +456,9 @@ class Accounts:
                 f"team {', '.join(login.mfa_required_by)} requires multi-factor sign-in",
                 hint="sign in at the provider with a second factor",
             )
-        return self._open_session(user, method="oidc", client=client, now=now)
+        return self._open_session(
+            user, method="oidc+mfa" if mfa_satisfied else "oidc", client=client, now=now
+        )
 
     def end_session(self, bearer: str) -> SessionRecord:
         """Sign out the session of ``bearer`` (``Unauthenticated`` if it is not a live session)."""
@@ -454,6 +471,20 @@ class Accounts:
     def session_of(self, bearer: str) -> SessionRecord:
         session, _access = self.store.session_access(bearer, now=self.clock())
         return session
+
+    def prune(self) -> Pruned:
+        """Forget what decides nothing any more: throttle records past their window (also those
+        of names that never existed) and sessions that ended more than ``session_history`` ago."""
+        now = self.clock()
+        pruned = Pruned(
+            attempts=self.store.prune_attempts(
+                last_failure_before=forgettable_cutoff(now, self.throttle), now=now
+            ),
+            sessions=self.store.prune_sessions(ended_before=now - self.session_history),
+        )
+        if pruned.attempts or pruned.sessions:
+            log.info("identity.pruned", attempts=pruned.attempts, sessions=pruned.sessions)
+        return pruned
 
     # ----- users ------------------------------------------------------------------------------
 
@@ -478,6 +509,31 @@ class Accounts:
         record = self.store.set_disabled(normalise_user_name(name), disabled, now=self.clock())
         log.info("identity.user_disabled" if disabled else "identity.user_enabled", user=record.name)
         return record
+
+    def delete_user(self, actor: Principal, name: str) -> Removed:
+        """Delete a user with their sessions, tokens, memberships and bindings (never oneself).
+
+        Client certificates already issued for their clusters stay valid until their
+        NotAfter (at most an hour); no new one is issued. An SSO user who signs in again is
+        created afresh, without the old bindings.
+        """
+        user = normalise_user_name(name)
+        if actor.user == user:
+            raise errors.Conflict(
+                f"you cannot delete the user you are signed in as ({user!r})",
+                hint="ask another admin, or disable the account (`pilothouse user disable`)",
+            )
+        removed = self.store.delete_user(user)
+        log.info(
+            "identity.user_deleted",
+            user=user,
+            by=actor.name,
+            bindings=removed.bindings,
+            sessions=removed.sessions,
+            tokens=removed.tokens,
+            memberships=removed.memberships,
+        )
+        return removed
 
     def set_password(self, name: str, password: str) -> int:
         """Set a user's password (an admin reset); every session of the user ends. Returns how many."""
@@ -599,6 +655,18 @@ class Accounts:
 
     def list_teams(self) -> list[TeamRecord]:
         return self.store.list_teams()
+
+    def delete_team(self, actor: Principal, name: str) -> Removed:
+        """Delete a team: its role bindings stop reaching its members at once."""
+        removed = self.store.delete_team(name.strip().lower())
+        log.info(
+            "identity.team_deleted",
+            team=removed.name,
+            by=actor.name,
+            bindings=removed.bindings,
+            memberships=removed.memberships,
+        )
+        return removed
 
     def get_team(self, name: str) -> TeamRecord:
         return self.store.get_team(name.strip().lower())

@@ -169,6 +169,7 @@ def sign_in(
         email=identity.email or "",
         display_name=identity.name or "",
         client=client,
+        mfa_satisfied=identity.mfa,
     )
 
 
@@ -182,6 +183,7 @@ class SsoConfig:
     redirect_uri: str = ""
     scopes: tuple[str, ...] = ("openid", "email", "profile", "groups")
     team_mapping: oidc_claims.TeamMapping = field(default_factory=oidc_claims.TeamMapping)
+    mfa_evidence: oidc_claims.MfaEvidence = field(default_factory=oidc_claims.MfaEvidence)
     login_ttl: timedelta = timedelta(minutes=10)
     clock_skew: timedelta = timedelta(seconds=60)
     ca_file: Path | None = None
@@ -205,6 +207,7 @@ def sso_config_from_settings(settings: Settings) -> SsoConfig:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise errors.InvalidInput(f"invalid sso_team_mapping: {problems}") from None
+    evidence = oidc_claims.MfaEvidence(amr=tuple(settings.sso_mfa_amr), acr=tuple(settings.sso_mfa_acr))
     return SsoConfig(
         issuer_url=oidc_claims.check_issuer_url(settings.sso_issuer_url),
         client_id=settings.sso_client_id,
@@ -212,6 +215,7 @@ def sso_config_from_settings(settings: Settings) -> SsoConfig:
         redirect_uri=settings.sso_redirect_uri,
         scopes=tuple(settings.sso_scopes),
         team_mapping=mapping,
+        mfa_evidence=evidence,
         login_ttl=timedelta(seconds=settings.sso_login_ttl_seconds),
         clock_skew=timedelta(seconds=settings.sso_clock_skew_seconds),
         ca_file=settings.sso_ca_file,
@@ -273,7 +277,11 @@ class OidcClient:
         provider = self.provider()
         planned = oidc_claims.plan_login(redirect_uri=target, now=self._clock(), ttl=self._config.login_ttl)
         url = oidc_claims.build_authorization_url(
-            provider, client_id=self._config.client_id, scopes=self._config.scopes, planned=planned
+            provider,
+            client_id=self._config.client_id,
+            scopes=self._config.scopes,
+            planned=planned,
+            acr_values=self._config.mfa_evidence.acr,
         )
         self._pending.save(planned.pending)
         return oidc_claims.LoginStart(
@@ -293,13 +301,21 @@ class OidcClient:
             )
             tokens = self.exchange_code(pending, params.code)
             claims = self.verify_id_token(tokens, nonce=pending.nonce, now=now)
-            identity = oidc_claims.compute_identity(claims, self._config.team_mapping)
+            identity = oidc_claims.compute_identity(
+                claims, self._config.team_mapping, self._config.mfa_evidence
+            )
         except (oidc_claims.SsoRefused, oidc_claims.SsoProviderError) as exc:
             log.warning(
                 "sso login refused", issuer=self._config.issuer_url, code=exc.code, reason=exc.message
             )
             raise
-        log.info("sso login", issuer=identity.issuer, subject=identity.subject, teams=list(identity.teams))
+        log.info(
+            "sso login",
+            issuer=identity.issuer,
+            subject=identity.subject,
+            teams=list(identity.teams),
+            mfa=identity.mfa,
+        )
         return identity
 
     def exchange_code(self, pending: oidc_claims.PendingLogin, code: str) -> oidc_claims.TokenResponse:

@@ -341,9 +341,16 @@ class TokenRequest:
 
 
 def build_authorization_url(
-    provider: ProviderMetadata, *, client_id: str, scopes: Sequence[str], planned: PlannedLogin
+    provider: ProviderMetadata,
+    *,
+    client_id: str,
+    scopes: Sequence[str],
+    planned: PlannedLogin,
+    acr_values: Sequence[str] = (),
 ) -> str:
-    """The provider's authorisation URL for this login: code flow, ``state``, ``nonce``, PKCE S256."""
+    """The provider's authorisation URL for this login: code flow, ``state``, ``nonce``, PKCE S256;
+    ``acr_values`` (when given) asks the provider for one of those authentication levels."""
+    extra = {"acr_values": " ".join(acr_values)} if acr_values else {}
     uri: str = prepare_grant_uri(
         provider.authorization_endpoint,
         client_id,
@@ -354,6 +361,7 @@ def build_authorization_url(
         nonce=planned.pending.nonce,
         code_challenge=create_s256_code_challenge(planned.pending.code_verifier),
         code_challenge_method="S256",
+        **extra,
     )
     return uri
 
@@ -549,6 +557,28 @@ class TeamMapping(BaseModel):
     refuse_unmatched: bool = False
 
 
+class MfaEvidence(BaseModel):
+    """Which ID-token claims count as the provider vouching for a second factor (settings
+    ``sso_mfa_amr`` and ``sso_mfa_acr``); such a sign-in satisfies a team's MFA requirement.
+
+    ``amr`` values are RFC 8176 method references (any one listed suffices); ``acr`` values
+    are provider-specific levels (Keycloak's ``2``, an ``…/mfa`` URI), also requested from the
+    provider with ``acr_values``. Both empty: a single sign-on never counts as MFA.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    amr: tuple[str, ...] = ("mfa", "otp", "hwk")
+    acr: tuple[str, ...] = ()
+
+
+def vouches_second_factor(claims: Mapping[str, Any], evidence: MfaEvidence) -> bool:
+    """Whether verified claims show a second factor, as ``evidence`` defines it."""
+    methods = set(claim_values(claims, "amr"))
+    levels = set(claim_values(claims, "acr"))
+    return bool(methods & set(evidence.amr)) or bool(levels & set(evidence.acr))
+
+
 @dataclass(frozen=True)
 class SsoIdentity:
     """Who logged in, as the provider vouches (``issuer`` + ``subject`` is the stable key)."""
@@ -560,6 +590,8 @@ class SsoIdentity:
     name: str | None
     groups: tuple[str, ...]
     teams: tuple[str, ...]
+    #: The provider vouched for a second factor (``vouches_second_factor``).
+    mfa: bool = False
 
 
 def claim_values(claims: Mapping[str, Any], claim: str) -> tuple[str, ...]:
@@ -590,8 +622,11 @@ def compute_teams(claims: Mapping[str, Any], mapping: TeamMapping) -> tuple[str,
     return tuple(sorted(teams)) if matched else None
 
 
-def compute_identity(claims: Mapping[str, Any], mapping: TeamMapping) -> SsoIdentity:
-    """The identity of verified ID-token claims, with teams by ``mapping``."""
+def compute_identity(
+    claims: Mapping[str, Any], mapping: TeamMapping, evidence: MfaEvidence | None = None
+) -> SsoIdentity:
+    """The identity of verified ID-token claims, with teams by ``mapping`` and, by ``evidence``,
+    whether a second factor was used (never, without ``evidence``)."""
     teams = compute_teams(claims, mapping)
     if teams is None:
         if mapping.refuse_unmatched:
@@ -610,6 +645,7 @@ def compute_identity(claims: Mapping[str, Any], mapping: TeamMapping) -> SsoIden
         name=name if isinstance(name, str) else None,
         groups=claim_values(claims, mapping.groups_claim),
         teams=teams,
+        mfa=evidence is not None and vouches_second_factor(claims, evidence),
     )
 
 

@@ -37,8 +37,8 @@ class Permission(StrEnum):
     TOKENS_READ = "tokens:read"  # list tokens (never their values)
     ALERTS_MANAGE = "alerts:manage"  # acknowledge alerts, create and expire silences
     USERS_READ = "users:read"  # list users, teams and sessions
-    USERS_ADMIN = "users:admin"  # create, disable, reset passwords and MFA, revoke sessions
-    TEAMS_ADMIN = "teams:admin"  # create teams, change members, require MFA
+    USERS_ADMIN = "users:admin"  # create, disable, delete, reset passwords and MFA, revoke sessions
+    TEAMS_ADMIN = "teams:admin"  # create and delete teams, change members, require MFA
     ROLES_READ = "roles:read"  # list role bindings
     ROLES_BIND = "roles:bind"  # create and remove role bindings (never above one's own permissions)
     AUDIT_READ = "audit:read"  # the audit trail

@@ -10,7 +10,8 @@ now, and what a failure does to the record:
   (capped at ``max_delay``) since the last failure;
 - ``lockout_failures`` failures lock the key for ``lockout``;
 - failures older than ``window`` are forgotten; a success clears the user's
-  record (the caller deletes it).
+  record (the caller deletes it), and a record ``is_forgettable`` may be
+  deleted by a periodic prune (it decides nothing any more).
 
 A locked or waiting key is refused *before* the password is checked, so a
 correct guess during a lock-out teaches the attacker nothing.
@@ -54,6 +55,16 @@ def _current(attempts: Attempts, now: datetime, policy: ThrottlePolicy) -> Attem
     if last is not None and now - last > policy.window and not _locked(attempts, now):
         return Attempts()
     return attempts
+
+
+def is_forgettable(attempts: Attempts, now: datetime, policy: ThrottlePolicy) -> bool:
+    """Whether the record now decides exactly what no record would, at ``now`` and ever after."""
+    return _current(attempts, now, policy) == Attempts() and not _locked(attempts, now)
+
+
+def forgettable_cutoff(now: datetime, policy: ThrottlePolicy) -> datetime:
+    """Records whose last failure is before this (and not locked) are forgettable."""
+    return now - policy.window
 
 
 def _locked(attempts: Attempts, now: datetime) -> bool:

@@ -96,6 +96,9 @@ def jobs_of(platform: Platform) -> list[Job]:
     async def prune_alerts() -> None:
         await asyncio.to_thread(platform.alerts.prune)
 
+    async def prune_identity() -> None:
+        await asyncio.to_thread(platform.identity.prune)
+
     return [
         Job("reconcile", settings.reconcile_interval_seconds, reconcile),
         Job("health", settings.health_interval_seconds, probe_health),
@@ -105,6 +108,7 @@ def jobs_of(platform: Platform) -> list[Job]:
         Job("changes", CHANGES_INTERVAL_SECONDS, publish_changes),
         Job("alerts", settings.alerts_interval_seconds, platform.alerts.evaluate_once, singleton=True),
         Job("prune-alerts", COMPACT_INTERVAL_SECONDS, prune_alerts, singleton=True),
+        Job("prune-identity", COMPACT_INTERVAL_SECONDS, prune_identity, singleton=True),
         Job("persist-events", settings.events_flush_interval_seconds, platform.events.flush),
         Job("prune-events", EVENT_PRUNE_INTERVAL_SECONDS, platform.events.prune, singleton=True),
         Job("operations", OPERATIONS_INTERVAL_SECONDS, platform.operations.run_unfinished),

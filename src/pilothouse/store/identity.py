@@ -23,13 +23,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, delete, or_, select, update
+from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from pilothouse import errors
 from pilothouse.store.db import Database
 from pilothouse.store.models import (
+    ApiTokenRow,
     LoginThrottleRow,
     RecoveryCodeRow,
     RoleBindingRow,
@@ -94,6 +95,17 @@ class TeamRecord:
 
 
 @dataclass(frozen=True)
+class Removed:
+    """What went with a deleted user or team (counted in the deleting transaction)."""
+
+    name: str
+    bindings: int
+    sessions: int = 0
+    tokens: int = 0
+    memberships: int = 0
+
+
+@dataclass(frozen=True)
 class BindingRecord:
     id: str
     subject_kind: str  # "user" | "team"
@@ -142,6 +154,12 @@ def _mfa_state(row: UserRow) -> str:
     if row.totp_secret is None:
         return "off"
     return "on" if row.totp_enabled_at is not None else "pending"
+
+
+def _count(
+    session: Session, column: InstrumentedAttribute[str] | InstrumentedAttribute[str | None], value: str
+) -> int:
+    return session.scalar(select(func.count()).where(column == value)) or 0
 
 
 def _binding_key(user_id: str | None, team_id: str | None, role: str, cluster: str, namespace: str) -> str:
@@ -289,6 +307,34 @@ class IdentityStore:
             session.flush()
             return self._record(row, self._teams_of(session, [row.id])[row.id])
 
+    def delete_user(self, name: str) -> Removed:
+        """Delete the user and, in the same transaction, everything that is theirs: sessions,
+        API tokens, recovery codes, team memberships, role bindings and failed-login records.
+
+        Bindings hang on the user's id, so someone created later under the same name starts
+        with nothing.
+        """
+        with self.db.session() as session:
+            row = self._user_row(session, name)
+            removed = Removed(
+                name=row.name,
+                bindings=_count(session, RoleBindingRow.user_id, row.id),
+                sessions=_count(session, SessionRow.user_id, row.id),
+                tokens=_count(session, ApiTokenRow.owner_id, row.id),
+                memberships=_count(session, TeamMemberRow.user_id, row.id),
+            )
+            for column in (
+                RoleBindingRow.user_id,
+                SessionRow.user_id,
+                ApiTokenRow.owner_id,
+                TeamMemberRow.user_id,
+                RecoveryCodeRow.user_id,
+            ):
+                session.execute(delete(column.class_).where(column == row.id))
+            session.execute(delete(LoginThrottleRow).where(LoginThrottleRow.key == f"user:{row.name}"))
+            session.delete(row)
+            return removed
+
     def update_profile(self, name: str, *, display_name: str | None = None, email: str | None = None) -> None:
         with self.db.session() as session:
             row = self._user_row(session, name)
@@ -415,6 +461,20 @@ class IdentityStore:
                 self._team_record(session, r) for r in session.scalars(select(TeamRow).order_by(TeamRow.name))
             ]
 
+    def delete_team(self, name: str) -> Removed:
+        """Delete the team with its memberships and role bindings, in one transaction."""
+        with self.db.session() as session:
+            row = self._team_row(session, name)
+            removed = Removed(
+                name=row.name,
+                bindings=_count(session, RoleBindingRow.team_id, row.id),
+                memberships=_count(session, TeamMemberRow.team_id, row.id),
+            )
+            session.execute(delete(RoleBindingRow).where(RoleBindingRow.team_id == row.id))
+            session.execute(delete(TeamMemberRow).where(TeamMemberRow.team_id == row.id))
+            session.delete(row)
+            return removed
+
     def set_mfa_required(self, name: str, required: bool) -> TeamRecord:
         with self.db.session() as session:
             row = self._team_row(session, name)
@@ -473,11 +533,21 @@ class IdentityStore:
 
     # --- role bindings ---
 
-    def _bindings_query(
-        self,
-    ) -> Select[RoleBindingRow, str, str]:  # names: None without a match (outer joins)
+    def _bindings_query(self) -> Select[str, str | None, str, str, str, str, datetime, str, str]:
+        """The columns ``_binding`` takes (not ORM objects: this is on every request's path);
+        the user and team names are None without a match (outer joins)."""
         return (
-            select(RoleBindingRow, UserRow.name, TeamRow.name)
+            select(
+                RoleBindingRow.id,
+                RoleBindingRow.user_id,
+                RoleBindingRow.role,
+                RoleBindingRow.cluster,
+                RoleBindingRow.namespace,
+                RoleBindingRow.created_by,
+                RoleBindingRow.created_at,
+                UserRow.name,
+                TeamRow.name,
+            )
             .outerjoin(UserRow, UserRow.id == RoleBindingRow.user_id)
             .outerjoin(TeamRow, TeamRow.id == RoleBindingRow.team_id)
             .order_by(
@@ -486,16 +556,26 @@ class IdentityStore:
         )
 
     @staticmethod
-    def _binding(row: RoleBindingRow, user: str | None, team: str | None) -> BindingRecord:
+    def _binding(
+        binding_id: str,
+        user_id: str | None,
+        role: str,
+        cluster: str,
+        namespace: str,
+        created_by: str,
+        created_at: datetime,
+        user: str | None,
+        team: str | None,
+    ) -> BindingRecord:
         return BindingRecord(
-            id=row.id,
-            subject_kind="user" if row.user_id else "team",
-            subject=(user if row.user_id else team) or "",
-            role=row.role,
-            cluster=row.cluster,
-            namespace=row.namespace,
-            created_by=row.created_by,
-            created_at=row.created_at,
+            id=binding_id,
+            subject_kind="user" if user_id else "team",
+            subject=(user if user_id else team) or "",
+            role=role,
+            cluster=cluster,
+            namespace=namespace,
+            created_by=created_by,
+            created_at=created_at,
         )
 
     def _subject_ids(self, session: Session, kind: str, subject: str) -> tuple[str | None, str | None]:
@@ -531,7 +611,17 @@ class IdentityStore:
                 )
                 session.add(row)
                 session.flush()
-                return self._binding(row, subject if user_id else None, subject if team_id else None)
+                return self._binding(
+                    row.id,
+                    row.user_id,
+                    row.role,
+                    row.cluster,
+                    row.namespace,
+                    row.created_by,
+                    row.created_at,
+                    subject if user_id else None,
+                    subject if team_id else None,
+                )
         except IntegrityError:
             raise errors.AlreadyExists(
                 f"{kind} {subject!r} already has {role} there", hint="`pilothouse role list` shows bindings"
@@ -592,9 +682,9 @@ class IdentityStore:
 
     def _access(self, session: Session, row: UserRow) -> UserAccess:
         teams = self._teams_of(session, [row.id])[row.id]
-        team_ids = session.scalars(select(TeamMemberRow.team_id).where(TeamMemberRow.user_id == row.id)).all()
+        team_ids = select(TeamMemberRow.team_id).where(TeamMemberRow.user_id == row.id)
         query = self._bindings_query().where(
-            or_(RoleBindingRow.user_id == row.id, RoleBindingRow.team_id.in_(list(team_ids)))
+            or_(RoleBindingRow.user_id == row.id, RoleBindingRow.team_id.in_(team_ids))
         )
         bindings = tuple(self._binding(*found) for found in session.execute(query))
         return UserAccess(self._record(row, teams), bindings)
@@ -698,7 +788,32 @@ class IdentityStore:
         with self.db.session() as session:
             return _revoke_sessions(session, self._user_row(session, user).id, now=now, keep=keep)
 
+    def prune_sessions(self, *, ended_before: datetime) -> int:
+        """Delete sessions that expired or were signed out before ``ended_before``; how many."""
+        with self.db.session() as session:
+            deleted: int = session.execute(
+                delete(SessionRow).where(
+                    or_(SessionRow.expires_at < ended_before, SessionRow.revoked_at < ended_before)
+                )
+            ).rowcount  # type: ignore[attr-defined]  # CursorResult
+            return deleted
+
     # --- login throttling ---
+
+    def prune_attempts(self, *, last_failure_before: datetime, now: datetime) -> int:
+        """Delete throttle records whose last failure is before ``last_failure_before`` and that
+        hold no lock at ``now`` (``identity.throttle.is_forgettable``); how many."""
+        with self.db.session() as session:
+            deleted: int = session.execute(
+                delete(LoginThrottleRow).where(
+                    or_(
+                        LoginThrottleRow.last_failure_at.is_(None),
+                        LoginThrottleRow.last_failure_at < last_failure_before,
+                    ),
+                    or_(LoginThrottleRow.locked_until.is_(None), LoginThrottleRow.locked_until <= now),
+                )
+            ).rowcount  # type: ignore[attr-defined]  # CursorResult
+            return deleted
 
     def update_attempts(
         self, key: str, change: Callable[[AttemptsRow | None], AttemptsRow | None]
