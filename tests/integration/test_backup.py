@@ -413,6 +413,48 @@ async def test_restore_from_s3_killed_at_two_steps_resumes_without_repeating_any
 
 @pytest.mark.slow
 @pytest.mark.own_cluster
+async def test_restore_killed_then_aborted_leaves_the_cluster_serving_its_previous_data(
+    platform: Platform, cli_env: dict[str, str], own_cluster: ClusterRecord
+) -> None:
+    created = _cli(cli_env, "backup", "create", CLUSTER, "--json")
+    assert created.returncode == 0, created.stderr
+    backup_id = json.loads(created.stdout)["id"]
+    async with kube_client.open_client(platform.clusters.credentials(CLUSTER)) as client:
+        await client.create(ConfigMap(metadata=ObjectMeta(name="kept-by-abort", namespace="default")))
+
+    restoring = await asyncio.create_subprocess_exec(
+        PILOTHOUSE, "backup", "restore", CLUSTER, backup_id, "--force",
+        env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    record = await _wait_for_step(platform, "stop-cluster")
+    restoring.send_signal(signal.SIGKILL)
+    await restoring.wait()
+
+    aborted = _cli(cli_env, "operations", "abort", record.id[:10])
+    assert aborted.returncode == 0, aborted.stderr
+    said = " ".join(aborted.stdout.split())  # Rich wraps at the terminal's width
+    assert "no process drives it, aborting here" in said
+    assert "Aborted: aborted before stop every process of the cluster" in said
+    done = platform.operations.store.get(record.id)
+    assert done.phase is OperationPhase.ABORTED, done.message
+    assert "the cluster runs on its previous data" in done.message
+    steps = {s.name: s for s in operations.journal(done)}
+    assert steps["swap-data"].attempts == 0  # nothing of the backup was swapped in
+    assert platform.clusters.get(CLUSTER).phase == "Running"
+    async with kube_client.open_client(platform.clusters.credentials(CLUSTER)) as client:
+        names = [c.metadata.name async for c in client.list(ConfigMap, namespace="default")]
+    assert "kept-by-abort" in names  # written after the backup: still there
+    root = LocalRuntime.from_dict(platform.clusters.get(CLUSTER).runtime).layout.root
+    assert sorted(p.name for p in root.glob("etcd-*")) == ["etcd-0"]  # no staged or replaced data
+    again = _cli(cli_env, "operations", "abort", record.id)
+    assert again.returncode == 1
+    assert "there is nothing to abort" in again.stderr, again.stderr
+    assert "Traceback" not in again.stderr
+    assert _cli(cli_env, "backup", "delete", backup_id).returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.own_cluster
 def test_dr_drill_reports_equal_objects_rpo_and_rto(
     platform: Platform, cli_env: dict[str, str], own_cluster: ClusterRecord
 ) -> None:

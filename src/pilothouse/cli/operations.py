@@ -3,12 +3,14 @@
 ``upgrade plan`` prints the planner's steps, blockers and warnings (or JSON);
 ``upgrade apply`` records the operation and drives it here with progress bars.
 If this process dies, the operation stays in the store: ``pilothouse up``
-picks it up, or ``operations resume ID`` drives it from another terminal.
+picks it up, or ``operations resume ID`` drives it from another terminal;
+``operations abort ID`` carries the abort out here when nothing else drives it.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -184,7 +186,11 @@ def pause(operation_id: Annotated[str, typer.Argument(help="The operation's id."
 
 @app.command("abort")
 def abort(operation_id: Annotated[str, typer.Argument(help="The operation's id.")]) -> None:
-    """Abort after the current step; the cluster is left serving."""
+    """Abort after the current step; the cluster is left serving.
+
+    When no live process drives the operation (it was paused, or its process died), the
+    abort is carried out here; otherwise that process carries it out after its current step.
+    """
     with (
         cli_errors(),
         authorized_operation(Permission.CLUSTERS_WRITE, operation_id) as (platform, _principal),
@@ -192,6 +198,14 @@ def abort(operation_id: Annotated[str, typer.Argument(help="The operation's id."
         record = platform.operations.store.request(
             _resolve(platform, operation_id).id, OperationRequest.ABORT
         )
+        owner = platform.clusters.store.find(record.cluster)
+        if owner is not None and not platform.clusters.leases.busy(owner, datetime.now(UTC)):
+            console.print(f"operation {record.id}: abort requested; no process drives it, aborting here")
+            try:
+                drive(platform, record.id)
+            except errors.Conflict:  # a runner took it meanwhile: it carries the abort out
+                console.print(f"operation {record.id}: another process took it over and aborts it")
+            return
         console.print(f"operation {record.id}: abort requested (takes effect after the current step)")
 
 
