@@ -358,6 +358,21 @@ async def _wait_for_step(platform: Platform, step: str, *, timeout: float = 120)
         await asyncio.sleep(0.05)
 
 
+async def _kill_at_step(
+    platform: Platform, env: dict[str, str], step: str, *args: str, settle: float = 0.0
+) -> OperationRecord:
+    """Run ``pilothouse ARGS`` until the operation it drives has been in ``step`` for ``settle``
+    seconds, then SIGKILL it."""
+    process = await asyncio.create_subprocess_exec(
+        PILOTHOUSE, *args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    record = await _wait_for_step(platform, step)
+    await asyncio.sleep(settle)
+    process.send_signal(signal.SIGKILL)
+    await process.wait()
+    return record
+
+
 @pytest.mark.slow
 @pytest.mark.own_cluster
 async def test_restore_from_s3_killed_at_two_steps_resumes_without_repeating_anything(
@@ -371,25 +386,15 @@ async def test_restore_from_s3_killed_at_two_steps_resumes_without_repeating_any
         await client.create(ConfigMap(metadata=ObjectMeta(name="written-after", namespace="default")))
     before = _starts(platform)
 
-    first = await asyncio.create_subprocess_exec(
-        PILOTHOUSE, "backup", "restore", CLUSTER, backup_id, "--force",
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    record = await _wait_for_step(platform, "stop-cluster")
-    first.send_signal(signal.SIGKILL)
-    await first.wait()
+    record = await _kill_at_step(
+        platform, env, "stop-cluster", "backup", "restore", CLUSTER, backup_id, "--force"
+    )
     holder = platform.clusters.get(CLUSTER).lease_holder
     assert holder is not None
     assert holder_is_dead(holder)
 
-    second = await asyncio.create_subprocess_exec(
-        PILOTHOUSE, "operations", "resume", record.id,
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    await _wait_for_step(platform, "start-cluster")
-    await asyncio.sleep(1.0)  # let it start some processes before the kill
-    second.send_signal(signal.SIGKILL)
-    await second.wait()
+    # let it start some processes before the kill
+    await _kill_at_step(platform, env, "start-cluster", "operations", "resume", record.id, settle=1.0)
 
     finished = _cli(env, "operations", "resume", record.id)  # the third run finishes it
     assert finished.returncode == 0, finished.stderr
@@ -422,13 +427,9 @@ async def test_restore_killed_then_aborted_leaves_the_cluster_serving_its_previo
     async with kube_client.open_client(platform.clusters.credentials(CLUSTER)) as client:
         await client.create(ConfigMap(metadata=ObjectMeta(name="kept-by-abort", namespace="default")))
 
-    restoring = await asyncio.create_subprocess_exec(
-        PILOTHOUSE, "backup", "restore", CLUSTER, backup_id, "--force",
-        env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    record = await _wait_for_step(platform, "stop-cluster")
-    restoring.send_signal(signal.SIGKILL)
-    await restoring.wait()
+    record = await _kill_at_step(
+        platform, cli_env, "stop-cluster", "backup", "restore", CLUSTER, backup_id, "--force"
+    )
 
     aborted = _cli(cli_env, "operations", "abort", record.id[:10])
     assert aborted.returncode == 0, aborted.stderr
