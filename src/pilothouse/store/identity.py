@@ -323,14 +323,7 @@ class IdentityStore:
                 tokens=_count(session, ApiTokenRow.owner_id, row.id),
                 memberships=_count(session, TeamMemberRow.user_id, row.id),
             )
-            for column in (
-                RoleBindingRow.user_id,
-                SessionRow.user_id,
-                ApiTokenRow.owner_id,
-                TeamMemberRow.user_id,
-                RecoveryCodeRow.user_id,
-            ):
-                session.execute(delete(column.class_).where(column == row.id))
+            # the rows hanging on the user's id go with it: every foreign key is ON DELETE CASCADE
             session.execute(delete(LoginThrottleRow).where(LoginThrottleRow.key == f"user:{row.name}"))
             session.delete(row)
             return removed
@@ -470,9 +463,7 @@ class IdentityStore:
                 bindings=_count(session, RoleBindingRow.team_id, row.id),
                 memberships=_count(session, TeamMemberRow.team_id, row.id),
             )
-            session.execute(delete(RoleBindingRow).where(RoleBindingRow.team_id == row.id))
-            session.execute(delete(TeamMemberRow).where(TeamMemberRow.team_id == row.id))
-            session.delete(row)
+            session.delete(row)  # its bindings and memberships cascade (ON DELETE CASCADE)
             return removed
 
     def set_mfa_required(self, name: str, required: bool) -> TeamRecord:
